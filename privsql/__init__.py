@@ -1,0 +1,3 @@
+"""privsql: a differential-privacy SQL proxy."""
+
+__version__ = "0.1.0"
