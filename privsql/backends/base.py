@@ -1,0 +1,28 @@
+"""The narrow interface every backing database implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from sqlglot import exp
+
+from privsql.config import TableMeta
+from privsql.sql.rewrite import SqlTarget
+
+
+class Backend(ABC):
+    """Runs rewritten queries. Only exact clamped aggregates ever come back from it."""
+
+    target: SqlTarget
+
+    @abstractmethod
+    def table_ref(self, table: TableMeta) -> exp.Table:
+        """How the rewrite names a configured table in this backend."""
+
+    @abstractmethod
+    def run(self, sql: str, *, timeout: float | None = None) -> list[tuple[Any, ...]]:
+        """Execute one read-only query and return all rows. Raises BackendError / QueryCanceled."""
+
+    def close(self) -> None:  # noqa: B027 - optional
+        """Release connections."""

@@ -1,0 +1,323 @@
+"""The query pipeline, one entry point for every front end (CLI, DB-API, wire server).
+
+    parse → validate (allow-list) → plan → reserve budget → rewrite → execute
+          → noise (one vectorised call per measure) → post-process → ledger
+
+Guarantees this module relies on and provides:
+* every refusal (syntax, allow-list, bounds, budget) happens before the backend
+  is touched and costs nothing;
+* the budget is reserved atomically *before* the backend runs; once data may
+  have been read, nothing is refunded (a failed query stays charged);
+* only noisy measures leave this module; exact partial aggregates are dropped
+  as soon as the noise is added.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import secrets
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlglot import exp
+
+from privsql.accounting import BudgetStore, Cost, LedgerEntry, Limits, open_store
+from privsql.backends.base import Backend
+from privsql.config import AnalystConfig, Config, load_config
+from privsql.errors import PrivsqlError, UnknownAnalyst
+from privsql.mechanisms import add_laplace_noise
+from privsql.postprocess import NoisyTable, build_output_query, column_accuracy, run_output_query
+from privsql.results import ColumnAccuracy, OutputColumn, PrivacyReport, QueryResult
+from privsql.sql.parse import bind_parameters, parse_statement
+from privsql.sql.plan import DPPlan, build_plan
+from privsql.sql.rewrite import rewrite
+from privsql.sql.validate import CheckedQuery, check_query
+
+#: δ spent on releasing groups whose keys have no public domain when neither the
+#: query nor ``defaults.delta`` gives one.
+DEFAULT_THRESHOLD_DELTA = 1e-7
+DEFAULT_QUERY_TIMEOUT = 300.0
+
+
+@dataclass(frozen=True)
+class PreparedQuery:
+    """A checked and planned query: everything known before any data is read."""
+
+    sql: str  # normalised SQL (bound parameters), hashed into the ledger
+    checked: CheckedQuery
+    plan: DPPlan
+
+    @property
+    def sql_hash(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class BudgetStatus:
+    analyst: str
+    epsilon_total: float
+    delta_total: float
+    epsilon_spent: float
+    delta_spent: float
+    queries: int
+
+    @property
+    def epsilon_remaining(self) -> float:
+        return max(0.0, self.epsilon_total - self.epsilon_spent)
+
+    @property
+    def delta_remaining(self) -> float:
+        return max(0.0, self.delta_total - self.delta_spent)
+
+
+def open_backend(config: Config) -> Backend:
+    kind = config.backend["kind"]
+    if kind == "duckdb":
+        from privsql.backends.duckdb_backend import DuckDBBackend
+
+        return DuckDBBackend(config)
+    if kind == "postgres":
+        from privsql.backends.postgres_backend import PostgresBackend  # type: ignore[import-not-found]
+
+        return PostgresBackend(config)  # type: ignore[no-any-return]
+    from privsql.backends.spark_backend import SparkBackend  # type: ignore[import-not-found]
+
+    return SparkBackend(config)  # type: ignore[no-any-return]
+
+
+def open_budget_store(config: Config) -> BudgetStore:
+    s = config.budget_store
+    if s["kind"] == "sqlite":
+        return open_store("sqlite", path=config.resolve_path(s["path"]))
+    return open_store("postgres", dsn=s["dsn"])
+
+
+class Engine:
+    """Answers aggregate SQL with differential privacy and charges the analyst. Thread-safe."""
+
+    def __init__(self, config: Config, *, backend: Backend | None = None, store: BudgetStore | None = None) -> None:
+        self.config = config
+        self.backend = backend or open_backend(config)
+        try:
+            self.store = store or open_budget_store(config)
+        except Exception:
+            self.backend.close()
+            raise
+        self.query_timeout = float(config.backend.get("query_timeout", DEFAULT_QUERY_TIMEOUT))
+        self._closed = threading.Event()
+
+    @classmethod
+    def from_config(cls, path: str | Path | None = None) -> Engine:
+        return cls(load_config(path))
+
+    # ------------------------------------------------------------------ helpers
+    def analyst(self, name: str) -> AnalystConfig:
+        a = self.config.analysts.get(name)
+        if a is None:
+            raise UnknownAnalyst(f"unknown analyst {name!r}: analysts are declared in the config")
+        return a
+
+    @staticmethod
+    def limits(analyst: AnalystConfig) -> Limits:
+        return Limits(epsilon=analyst.epsilon, delta=analyst.delta)
+
+    def prepare(self, sql: str, *, params: Sequence[Any] | Mapping[str, Any] | None = None,
+                epsilon: float | None = None, delta: float | None = None) -> PreparedQuery:
+        """Parse, check and plan a query. Touches neither the data nor the budget."""
+        tree = bind_parameters(parse_statement(sql), params)
+        checked = check_query(tree, self.config)
+        eps = self.config.defaults.epsilon if epsilon is None else float(epsilon)
+        if delta is None:
+            delta = self.config.defaults.delta or DEFAULT_THRESHOLD_DELTA
+        plan = build_plan(checked, epsilon=eps, delta=float(delta), defaults=self.config.defaults)
+        return PreparedQuery(sql=tree.sql(dialect="postgres"), checked=checked, plan=plan)
+
+    def backend_sql(self, prepared: PreparedQuery, salt: int = 0) -> str:
+        tree = rewrite(prepared.plan, self.backend.target, table_ref=self.backend.table_ref(prepared.plan.table),
+                       salt=salt)
+        return tree.sql(dialect=self.backend.target.dialect)
+
+    # ------------------------------------------------------------------ public API
+    def execute(self, sql: str, *, analyst: str, epsilon: float | None = None, delta: float | None = None,
+                params: Sequence[Any] | Mapping[str, Any] | None = None) -> QueryResult:
+        """Answer one aggregate query with DP noise, charging ``analyst``.
+
+        Raises a PrivsqlError subclass (with SQLSTATE) for every refusal; a refusal
+        before the reservation costs nothing.
+        """
+        who = self.analyst(analyst)
+        prepared = self.prepare(sql, params=params, epsilon=epsilon, delta=delta)
+        plan = prepared.plan
+        backend_sql = self.backend_sql(prepared, salt=secrets.randbits(63))
+        limits = self.limits(who)
+        ledger_id = self.store.reserve(who.name, Cost(epsilon=plan.epsilon, delta=plan.delta), limits,
+                                       sql_hash=prepared.sql_hash, sql_text=prepared.sql)
+        try:
+            exact = self.backend.run(backend_sql, timeout=self.query_timeout)
+            noisy = release(plan, exact)
+            del exact
+            out_query, ci_index = build_output_query(prepared.checked, plan)
+            columns, rows, cis = run_output_query(out_query, ci_index, plan, noisy)
+        except PrivsqlError:
+            self.store.finish(ledger_id, "failed")
+            raise
+        except Exception:
+            self.store.finish(ledger_id, "failed")
+            raise
+        self.store.finish(ledger_id, "answered")
+        spent = self.store.spent(who.name)
+        report = PrivacyReport(
+            analyst=who.name, epsilon=plan.epsilon, delta=plan.delta,
+            epsilon_remaining=max(0.0, who.epsilon - spent.epsilon),
+            delta_remaining=max(0.0, who.delta - spent.delta),
+            columns=column_accuracy(columns, ci_index, cis, prepared.checked, plan),
+        )
+        notice = (f"privsql: spent ε={plan.epsilon:g}" + (f", δ={plan.delta:g}" if plan.delta else "")
+                  + f"; remaining ε={report.epsilon_remaining:.6g}, δ={report.delta_remaining:.3g}")
+        result = QueryResult(columns=columns, rows=rows, privacy=report, notices=[notice])
+        result.cell_ci = cis  # type: ignore[attr-defined]
+        return result
+
+    def describe(self, sql: str, *, params: Sequence[Any] | Mapping[str, Any] | None = None) -> list[OutputColumn]:
+        """The result columns of a query, without reading data or spending budget."""
+        prepared = self.prepare(sql, params=params)
+        out_query, ci_index = build_output_query(prepared.checked, prepared.plan)
+        empty = NoisyTable(keys=[[] for _ in prepared.plan.keys],
+                           measures={m.name: np.zeros(0) for m in prepared.plan.measures})
+        columns, _, _ = run_output_query(out_query, ci_index, prepared.plan, empty)
+        return columns
+
+    def explain(self, sql: str, *, analyst: str | None = None, epsilon: float | None = None,
+                delta: float | None = None, params: Sequence[Any] | Mapping[str, Any] | None = None) -> QueryResult:
+        """The DP plan as rows (item, detail): cost, noise and expected 95% error per column, the
+        backend SQL. Spends nothing and reads no data."""
+        if analyst is not None:
+            self.analyst(analyst)
+        prepared = self.prepare(sql, params=params, epsilon=epsilon, delta=delta)
+        rows = explain_rows(prepared, self.describe(sql, params=params), self.backend_sql(prepared))
+        return QueryResult(columns=[OutputColumn("item", "text"), OutputColumn("detail", "text")], rows=rows)
+
+    def budget(self, analyst: str) -> BudgetStatus:
+        who = self.analyst(analyst)
+        spent = self.store.spent(who.name)
+        return BudgetStatus(who.name, who.epsilon, who.delta, spent.epsilon, spent.delta, spent.queries)
+
+    def ledger(self, analyst: str | None = None, limit: int = 20) -> list[LedgerEntry]:
+        if analyst is not None:
+            self.analyst(analyst)
+        return self.store.ledger(analyst, limit)
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        try:
+            self.store.close()
+        finally:
+            self.backend.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _as_int(value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        return value
+    return int(value)  # Decimal from PostgreSQL NUMERIC sums: exact integers
+
+
+def release(plan: DPPlan, exact_rows: list[tuple[Any, ...]]) -> NoisyTable:
+    """Add noise to the exact measures and decide which groups are released.
+
+    Public key domains: every declared key combination is released (noise on 0
+    where the data has no row), no δ. Otherwise: a group is released only if
+    its noisy count of people reaches the plan's threshold (this costs δ).
+    """
+    nkeys = len(plan.keys)
+    names = [m.name for m in plan.measures]
+    domain = plan.public_domain if nkeys else [()]
+    if domain is not None:
+        index = {key: i for i, key in enumerate(domain)}
+        exact = np.zeros((len(domain), len(names)), dtype=np.int64)
+        for row in exact_rows:
+            pos = index.get(tuple(row[:nkeys]))
+            if pos is not None:  # keys outside the domain were filtered in SQL; never released
+                exact[pos] = [_as_int(v) for v in row[nkeys:]]
+        keys = list(domain)
+    else:
+        keys = [tuple(row[:nkeys]) for row in exact_rows]
+        exact = np.array([[_as_int(v) for v in row[nkeys:]] for row in exact_rows], dtype=np.int64).reshape(
+            len(exact_rows), len(names))
+        t = names.index(plan.threshold_measure)  # type: ignore[arg-type]
+        m = plan.measures[t]
+        noisy_people = add_laplace_noise(exact[:, t], m.scale)
+        keep = noisy_people >= plan.threshold
+        exact = exact[keep]
+        exact[:, t] = noisy_people[keep]
+        keys = [k for k, kept in zip(keys, keep) if kept]
+    measures: dict[str, np.ndarray] = {}
+    for j, m in enumerate(plan.measures):
+        column = exact[:, j]
+        if m.name != plan.threshold_measure or domain is not None:
+            column = add_laplace_noise(column, m.scale) if m.scale > 0 else column
+        measures[m.name] = column.astype(np.float64) * m.unit
+    key_columns = [[None if k[i] is None else str(k[i]) for k in keys] for i in range(nkeys)]
+    return NoisyTable(keys=key_columns, measures=measures)
+
+
+def explain_rows(prepared: PreparedQuery, columns: list[OutputColumn], backend_sql: str) -> list[tuple[str, str]]:
+    plan = prepared.plan
+    rows = [("cost", f"ε = {plan.epsilon:g}, δ = {plan.delta:g}")]
+    rows.append(("privacy unit", f"{plan.table.privacy_unit} (table {plan.table.name}); a person counts in at most "
+                 f"{plan.max_groups} group(s) with at most {plan.max_rows} row(s) each"))
+    if plan.keys:
+        desc = [f"{k.name}: " + (f"public domain of {len(k.domain)} values" if k.domain else "released above a "
+                f"noisy threshold of {plan.threshold:g} people") for k in plan.keys]
+        rows.append(("groups", "; ".join(desc)))
+    for m in plan.measures:
+        what = {"rows": "row count", "nonnull": f"count of {m.arg.sql() if m.arg else ''}",
+                "sum": f"sum of {m.arg.sql() if m.arg else ''} clamped to [{m.clamp_lo:g}, {m.clamp_hi:g}]",
+                "csum": f"sum of ({m.arg.sql() if m.arg else ''} − {m.center:g}) clamped to "
+                        f"[{m.clamp_lo:g}, {m.clamp_hi:g}]",
+                "units": "count of people"}[m.kind]
+        noise = (f"Laplace scale {m.scale * m.unit:.4g}, ε = {m.epsilon:.4g}, 95% error ±{m.ci95:.4g}"
+                 if m.scale > 0 else "no noise needed (data-independent)")
+        rows.append((f"measure {m.name}", f"{what}: {noise}"))
+    for col, item in zip(columns, prepared.checked.select.expressions):
+        inner = item.unalias() if isinstance(item, exp.Alias) else item
+        rows.append((f"column {col.name}", _column_error(inner, plan)))
+    rows.append(("backend sql", backend_sql))
+    return rows
+
+
+def _column_error(node: exp.Expression, plan: DPPlan) -> str:
+    from privsql.sql.validate import AGG_META
+
+    if isinstance(node, exp.AggFunc):
+        out = plan.outputs[node.meta[AGG_META]]
+        first = plan.measure(out.measures[0])
+        if out.func == "avg":
+            n = plan.measure(out.measures[1])
+            return (f"AVG = {first.center:g} + noisy centred sum / noisy count: 95% error ≈ ±{first.ci95:.4g}/N "
+                    f"(+ |mean − {first.center:g}|·{n.ci95:.4g}/N), N = rows averaged")
+        return f"Laplace noise, 95% error ±{first.ci95:.4g}"
+    if node.find(exp.AggFunc):
+        return "computed from noisy aggregates (post-processing)"
+    return "group key (exact, no noise)"
+
+
+def hash_sql(sql: str) -> str:
+    return hashlib.sha256(sql.encode()).hexdigest()
+
+
+__all__ = ["Engine", "PreparedQuery", "BudgetStatus", "release", "math"]

@@ -1,0 +1,201 @@
+"""Noisy measures → the analyst's result: SELECT list, HAVING, ORDER BY, LIMIT.
+
+Everything here is post-processing of values that are already differentially
+private, so it costs no privacy. It runs the analyst's own output expressions
+(aggregates replaced by formulas over noisy measures) in an isolated, in-memory
+DuckDB that holds nothing but the noisy table; external access is disabled
+there too. The expressions were allow-listed by ``validate``.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import numpy as np
+from sqlglot import exp
+
+from privsql.results import ColumnAccuracy, OutputColumn
+from privsql.sql.plan import DPPlan, OutputAgg
+from privsql.sql.validate import AGG_META, CheckedQuery, output_name, strip_qualifiers
+
+_KEY_SQL_TYPES = {"int": "BIGINT", "float": "DOUBLE", "text": "VARCHAR", "bool": "BOOLEAN", "date": "DATE",
+                  "timestamp": "TIMESTAMP", "num": "DOUBLE"}
+
+_local = threading.local()
+
+
+def _connection() -> duckdb.DuckDBPyConnection:
+    con = getattr(_local, "con", None)
+    if con is None:
+        con = duckdb.connect(":memory:")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        _local.con = con
+    return con
+
+
+@dataclass
+class NoisyTable:
+    """Released groups: key values (as text or None) and noisy measures in real units."""
+
+    keys: list[list[Any]]  # one list per key column
+    measures: dict[str, np.ndarray]  # measure name → float64 values
+
+    @property
+    def size(self) -> int:
+        return len(next(iter(self.measures.values()))) if self.measures else 0
+
+
+def _agg_formula(out: OutputAgg, plan: DPPlan) -> exp.Expression:
+    """The SQL formula of one aggregate over noisy measure columns."""
+    cols = [exp.column(n) for n in out.measures]
+    if out.func in ("count", "count_expr", "count_units"):
+        return exp.cast(exp.func("greatest", exp.func("round", cols[0]), exp.Literal.number(0)), "BIGINT")
+    if out.func == "sum":
+        value: exp.Expression = cols[0]
+        if out.lower is not None and out.lower >= 0:
+            value = exp.func("greatest", value, exp.Literal.number(0))
+        elif out.upper is not None and out.upper <= 0:
+            value = exp.func("least", value, exp.Literal.number(0))
+        return exp.cast(exp.func("round", value), "BIGINT") if out.integral else value
+    # avg: center + noisy centred sum / noisy count, post-processed into [lower, upper]
+    center = plan.measure(out.measures[0]).center
+    mean = exp.Add(this=exp.Literal.number(repr(center)),
+                   expression=exp.Div(this=cols[0], expression=exp.func("greatest", cols[1], exp.Literal.number(1))))
+    return exp.func("least", exp.func("greatest", mean, exp.Literal.number(repr(out.lower))),
+                    exp.Literal.number(repr(out.upper)))
+
+
+def _ci_formula(out: OutputAgg, plan: DPPlan, formula: exp.Expression) -> exp.Expression:
+    measures = [plan.measure(n) for n in out.measures]
+    if out.func != "avg":
+        return exp.Literal.number(repr(measures[0].ci95))
+    s, n = measures
+    # delta method: Var(S/N) ≈ (Var S + mean_c² Var N) / N², with CIs in place of σ (approximate)
+    centred = exp.Sub(this=formula.copy(), expression=exp.Literal.number(repr(s.center)))
+    spread = exp.Add(this=exp.Literal.number(repr(s.ci95 ** 2)),
+                     expression=exp.Mul(this=exp.Mul(this=centred, expression=centred.copy()),
+                                        expression=exp.Literal.number(repr(n.ci95 ** 2))))
+    return exp.Div(this=exp.func("sqrt", spread), expression=exp.func("greatest", exp.column(n.name),
+                                                                       exp.Literal.number(1)))
+
+
+def build_output_query(query: CheckedQuery, plan: DPPlan) -> tuple[exp.Select, list[int]]:
+    """The post-processing SELECT over ``__noisy`` and, per visible column, the index of its
+    hidden CI column (-1 when it has none)."""
+    tree = query.select.copy()
+    formulas = {i: _agg_formula(o, plan) for i, o in enumerate(plan.outputs)}
+    key_sql = {k.expr.sql(): f"__k{i}" for i, k in enumerate(plan.keys)}
+
+    def replace(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.AggFunc):
+            return formulas[node.meta[AGG_META]].copy()
+        if isinstance(node, exp.Column) or (node.find(exp.Column) and not node.find(exp.AggFunc)):
+            name = key_sql.get(strip_qualifiers(node).sql())
+            if name is not None:
+                return exp.column(name)
+        return node
+
+    items = []
+    ci_items = []
+    for item in tree.expressions:
+        inner = item.unalias() if isinstance(item, exp.Alias) else item
+        name = item.alias if isinstance(item, exp.Alias) else output_name(item)
+        new = inner.transform(replace)
+        items.append(new.as_(name, quoted=True))
+        if isinstance(inner, exp.AggFunc):
+            idx = inner.meta[AGG_META]
+            ci_items.append(_ci_formula(plan.outputs[idx], plan, new))
+        else:
+            ci_items.append(None)
+    hidden = []
+    ci_index = []
+    for ci in ci_items:
+        if ci is None:
+            ci_index.append(-1)
+        else:
+            ci_index.append(len(items) + len(hidden))
+            hidden.append(ci.as_(f"__ci{len(hidden)}"))
+    out = exp.select(*items, *hidden).from_("__noisy")
+    having = tree.args.get("having")
+    if having is not None:
+        out = out.where(having.this.transform(replace))
+    order = tree.args.get("order")
+    if order is not None:
+        out.set("order", order.transform(replace))
+    elif plan.keys:
+        out = out.order_by(*[exp.column(f"__k{i}") for i in range(len(plan.keys))])
+    for key in ("limit", "offset"):
+        if tree.args.get(key) is not None:
+            out.set(key, tree.args[key].copy())
+    return out, ci_index
+
+
+def run_output_query(sql_tree: exp.Select, ci_index: list[int], plan: DPPlan,
+                     table: NoisyTable) -> tuple[list[OutputColumn], list[tuple], list[tuple]]:
+    """Evaluate the post-processing query; returns columns, rows and per-cell CI half-widths."""
+    data: dict[str, np.ndarray] = {}
+    for i, values in enumerate(table.keys):
+        data[f"__kraw{i}"] = np.array(values, dtype=object)
+    for name, values in table.measures.items():
+        data[name] = np.asarray(values, dtype=np.float64)
+    if not data:
+        data["__empty"] = np.zeros(table.size, dtype=np.float64)
+    casts = ", ".join(f"CAST(__kraw{i} AS {_KEY_SQL_TYPES.get(k.type, 'VARCHAR')}) AS __k{i}"
+                      for i, k in enumerate(plan.keys))
+    measure_cols = ", ".join(f'"{m}"' for m in table.measures) or "__empty"
+    inner = f"SELECT {casts + ', ' if casts else ''}{measure_cols} FROM __noisy_raw"
+    sql = f"WITH __noisy AS ({inner}) {sql_tree.sql(dialect='duckdb')}"
+    cur = _connection().cursor()
+    try:
+        cur.register("__noisy_raw", data)
+        result = cur.execute(sql)
+        desc = result.description
+        rows = result.fetchall()
+    finally:
+        cur.close()
+    visible = len(ci_index)
+    columns = [OutputColumn(d[0], duckdb_type_name(d[1])) for d in desc[:visible]]
+    cis = [tuple(r[j] if j >= 0 else None for j in ci_index) for r in rows]
+    return columns, [tuple(r[:visible]) for r in rows], cis
+
+
+def duckdb_type_name(t: Any) -> str:
+    """DuckDB type → privsql output type name."""
+    s = str(t).upper()
+    if s in ("BIGINT", "INTEGER", "SMALLINT", "TINYINT", "HUGEINT", "UBIGINT", "UINTEGER", "USMALLINT", "UTINYINT"):
+        return "bigint"
+    if s in ("DOUBLE", "FLOAT", "REAL"):
+        return "double"
+    if s.startswith("DECIMAL"):
+        return "numeric"
+    if s == "BOOLEAN":
+        return "boolean"
+    if s == "DATE":
+        return "date"
+    if s.startswith("TIMESTAMP"):
+        return "timestamp"
+    return "text"
+
+
+def column_accuracy(columns: list[OutputColumn], ci_index: list[int], cis: list[tuple],
+                    query: CheckedQuery, plan: DPPlan) -> tuple[ColumnAccuracy, ...]:
+    """Per output column: mechanism, noise scale and a typical 95% CI half-width."""
+    out = []
+    items = query.select.expressions
+    for pos, (col, item) in enumerate(zip(columns, items)):
+        inner = item.unalias() if isinstance(item, exp.Alias) else item
+        if isinstance(inner, exp.AggFunc):
+            agg = plan.outputs[inner.meta[AGG_META]]
+            m = plan.measure(agg.measures[0])
+            values = [c[pos] for c in cis if c[pos] is not None]
+            ci = float(np.median(values)) if values else m.ci95
+            out.append(ColumnAccuracy(col.name, "laplace", m.scale * m.unit, ci, approximate=agg.func == "avg"))
+        elif inner.find(exp.AggFunc):
+            out.append(ColumnAccuracy(col.name, "post-processing"))
+        else:
+            out.append(ColumnAccuracy(col.name, "none", 0.0, 0.0))
+    return tuple(out)

@@ -1,0 +1,145 @@
+"""SQL text → one sqlglot tree, with query parameters bound as literals.
+
+Parameters are substituted into the *parsed tree* as typed literal nodes, never
+spliced into the SQL text, so a parameter value can never change the shape of
+the query (no injection through parameters).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError, TokenError
+
+from privsql.errors import InvalidParameter, QuerySyntaxError, UnsupportedQuery
+
+INPUT_DIALECT = "postgres"
+
+
+def _offset(sql: str, line: int | None, col: int | None) -> int | None:
+    """1-based character position from sqlglot's 1-based line / column."""
+    if not line or col is None:
+        return None
+    lines = sql.split("\n")
+    before = sum(len(x) + 1 for x in lines[: line - 1])
+    return max(1, min(len(sql), before + col))
+
+
+def parse_statement(sql: str, *, dialect: str = INPUT_DIALECT) -> exp.Expression:
+    """Parse exactly one SQL statement; refuse empty input and multiple statements."""
+    if not isinstance(sql, str):
+        raise QuerySyntaxError("the query must be a string")
+    if "\x00" in sql:
+        raise QuerySyntaxError("the query contains a NUL character")
+    try:
+        trees = [t for t in sqlglot.parse(sql, read=dialect) if t is not None]
+    except ParseError as err:
+        info = err.errors[0] if err.errors else {}
+        desc = info.get("description") or str(err).split("\n")[0]
+        near = info.get("highlight")
+        msg = f"syntax error: {desc}" + (f" near '{near}'" if near else "")
+        raise QuerySyntaxError(msg, position=_offset(sql, info.get("line"), info.get("col"))) from None
+    except TokenError as err:
+        raise QuerySyntaxError(f"syntax error: {err}") from None
+    except RecursionError:
+        raise QuerySyntaxError("syntax error: the query is nested too deeply") from None
+    if not trees:
+        raise QuerySyntaxError("empty query: send one SELECT statement")
+    if len(trees) > 1:
+        raise UnsupportedQuery("privsql answers one statement at a time; this text holds "
+                               f"{len(trees)} statements")
+    return trees[0]
+
+
+def _placeholders(tree: exp.Expression) -> list[exp.Expression]:
+    return [n for n in tree.walk() if isinstance(n, (exp.Placeholder, exp.Parameter))]
+
+
+def count_parameters(tree: exp.Expression) -> int:
+    """How many parameters the statement takes ($n numbering or positional)."""
+    nodes = _placeholders(tree)
+    numbered = [_param_number(n) for n in nodes if _param_number(n) is not None]
+    if numbered:
+        return max(numbered)  # type: ignore[type-var]
+    return len(nodes)
+
+
+def _param_number(node: exp.Expression) -> int | None:
+    if isinstance(node, exp.Parameter):
+        inner = node.this
+        text = inner.name if isinstance(inner, exp.Expression) else str(inner)
+        if text.isdigit():
+            return int(text)
+    return None
+
+
+def literal_for(value: Any) -> exp.Expression:
+    """A typed literal node for a Python parameter value."""
+    if value is None:
+        return exp.Null()
+    if isinstance(value, bool):
+        return exp.Boolean(this=value)
+    if isinstance(value, int):
+        return exp.Literal.number(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidParameter(f"parameter value {value!r} is not a finite number")
+        return exp.Literal.number(repr(value))
+    if isinstance(value, decimal.Decimal):
+        if not value.is_finite():
+            raise InvalidParameter(f"parameter value {value} is not a finite number")
+        return exp.Literal.number(str(value))
+    if isinstance(value, dt.datetime):
+        return exp.cast(exp.Literal.string(value.isoformat(sep=" ")), "TIMESTAMP")
+    if isinstance(value, dt.date):
+        return exp.cast(exp.Literal.string(value.isoformat()), "DATE")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidParameter("parameter values cannot contain NUL characters")
+        return exp.Literal.string(value)
+    raise InvalidParameter(f"unsupported parameter type {type(value).__name__}; "
+                           "use str, int, float, Decimal, bool, date, datetime or None")
+
+
+def bind_parameters(tree: exp.Expression, params: Sequence[Any] | Mapping[str, Any] | None) -> exp.Expression:
+    """Replace $n / %s / ? / :name placeholders with literal nodes (a new tree)."""
+    nodes = _placeholders(tree)
+    if not nodes:
+        if params:
+            raise InvalidParameter(f"the query takes no parameters but {len(params)} were given")
+        return tree
+    if params is None:
+        raise InvalidParameter(f"the query has {count_parameters(tree)} parameter placeholder(s) "
+                               "but no parameters were given")
+    tree = tree.copy()
+    nodes = _placeholders(tree)
+    if isinstance(params, Mapping):
+        for node in nodes:
+            name = node.name if isinstance(node, exp.Placeholder) else None
+            if not name or name not in params:
+                raise InvalidParameter(f"no value given for parameter {node.sql()}")
+            node.replace(literal_for(params[name]))
+        return tree
+    params = list(params)
+    positional = 0
+    for node in nodes:
+        number = _param_number(node)
+        if number is None:
+            if isinstance(node, exp.Placeholder) and node.name:
+                raise InvalidParameter(f"named parameter {node.sql()} needs a mapping of values")
+            index = positional
+            positional += 1
+        else:
+            index = number - 1
+        if not 0 <= index < len(params):
+            raise InvalidParameter(f"parameter {node.sql()} has no value ({len(params)} given)")
+        node.replace(literal_for(params[index]))
+    if positional and positional != len(params):
+        raise InvalidParameter(f"the query has {positional} placeholders but {len(params)} parameters were given")
+    return tree

@@ -1,0 +1,219 @@
+"""The DP plan: which noisy measures a query needs, their sensitivity, ε split and noise scale.
+
+A *measure* is one exact, clamped partial aggregate per group computed by the
+backend (a row count, a count of non-NULL values, a clamped sum, a centred
+clamped sum, a count of people). Every output aggregate is post-processed from
+noisy measures, so the privacy cost is that of the measures alone.
+
+Sensitivity (user-level, add/remove one person): a person touches at most
+``g`` groups (``max_groups``, or fewer when the key domain is smaller) and in
+each contributes a value in the measure's per-person interval ``[lo, hi]``
+(enforced in SQL by the rewrite), so the L1 sensitivity over the whole result
+is ``g · max(|lo|, |hi|)``. Sums are released on a fixed-point grid of
+``unit``, so sensitivities and noise scales are stated in grid units.
+
+The plan is a plain frozen object; EXPLAIN prints it without touching data or budget.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from itertools import product
+from typing import Any
+
+from sqlglot import exp
+
+from privsql.accounting.dp_math import split_epsilon
+from privsql.config import Defaults, TableMeta
+from privsql.errors import InvalidParameter, PrivacyRefused
+from privsql.mechanisms import laplace_ci_halfwidth, laplace_scale, laplace_threshold
+from privsql.sql.validate import CheckedQuery
+
+GRID_BITS = 30  # per-person sum contributions are rounded to 2^-30 of their bound
+MAX_DOMAIN_CELLS = 100_000
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One noisy partial aggregate per group.
+
+    kind: 'rows' | 'nonnull' | 'sum' | 'csum' (sum of value − center) | 'units'.
+    ``person_lo``/``person_hi`` bound one person's contribution to one group
+    (enforced in SQL); ``unit`` is the fixed-point grid (1 for counts).
+    """
+
+    name: str
+    kind: str
+    arg: exp.Expression | None
+    clamp_lo: float | None  # per-row clamp of the argument
+    clamp_hi: float | None
+    center: float
+    person_lo: float
+    person_hi: float
+    unit: float
+    sensitivity: float  # L1, in grid units, over all groups
+    epsilon: float
+    scale: float  # Laplace b in grid units (0: no noise needed, the value is data-independent)
+
+    @property
+    def ci95(self) -> float:
+        """95% CI half-width in real units."""
+        return laplace_ci_halfwidth(self.scale) * self.unit if self.scale > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class OutputAgg:
+    """How one aggregate call is computed from noisy measures."""
+
+    func: str  # 'count', 'count_expr', 'sum', 'avg', 'count_units'
+    measures: tuple[str, ...]  # names of the measures it reads
+    integral: bool
+    lower: float | None  # the clamping interval of the argument (avg post-processing)
+    upper: float | None
+
+
+@dataclass(frozen=True)
+class KeyPlan:
+    name: str  # column name in the backend result and the post-processing table
+    expr: exp.Expression
+    type: str  # config type of the key ('text', 'int', ...); 'float' for derived numeric keys
+    domain: tuple[Any, ...] | None  # public domain, or None (released by threshold)
+
+
+@dataclass(frozen=True)
+class DPPlan:
+    table: TableMeta
+    where: exp.Expression | None
+    keys: tuple[KeyPlan, ...]
+    measures: tuple[Measure, ...]
+    outputs: tuple[OutputAgg, ...]  # parallel to CheckedQuery.aggregates
+    epsilon: float
+    delta: float
+    max_rows: int  # effective per-person rows per group
+    max_groups: int  # effective per-person groups
+    per_person: bool  # False: one row per person is guaranteed, aggregate rows directly
+    bound_groups: bool  # True: the rewrite must keep at most max_groups groups per person
+    threshold: float | None  # released groups need noisy people count >= threshold
+    threshold_measure: str | None
+
+    @property
+    def public_domain(self) -> list[tuple[Any, ...]] | None:
+        if any(k.domain is None for k in self.keys):
+            return None
+        return list(product(*(k.domain for k in self.keys)))  # type: ignore[arg-type]
+
+    def measure(self, name: str) -> Measure:
+        return next(m for m in self.measures if m.name == name)
+
+
+def _effective_groups(table: TableMeta, keys: list[KeyPlan]) -> tuple[int, bool]:
+    """(groups a person can touch, whether the rewrite must enforce that bound)."""
+    if table.one_row_per_unit or not keys:
+        return 1, False
+    if all(k.domain is not None for k in keys):
+        size = math.prod(len(k.domain) for k in keys)  # type: ignore[arg-type]
+        if size <= table.max_groups:
+            return size, False
+    return table.max_groups, True
+
+
+def _key_plans(query: CheckedQuery) -> list[KeyPlan]:
+    keys = []
+    for k in query.keys:
+        domain = k.column.values if k.column is not None else None
+        ktype = k.column.type if k.column is not None else ("float" if k.info.kind == "num" else k.info.kind)
+        keys.append(KeyPlan(name=k.name, expr=k.expr, type=ktype, domain=domain))
+    size = math.prod(len(k.domain) for k in keys if k.domain is not None) if keys else 1
+    if all(k.domain is not None for k in keys) and size > MAX_DOMAIN_CELLS:
+        raise PrivacyRefused(f"the declared key domains give {size:,} groups; at most {MAX_DOMAIN_CELLS:,} "
+                             "can be released in one query")
+    return keys
+
+
+def build_plan(query: CheckedQuery, *, epsilon: float, delta: float, defaults: Defaults) -> DPPlan:
+    """Plan the noisy measures for a checked query at a total budget of (ε, δ).
+
+    Guarantee: releasing every measure with its Laplace scale, plus the
+    threshold test, is (ε, δ)-DP at the user level given that the rewrite
+    enforces each measure's per-person interval and the group bound.
+    """
+    if not (math.isfinite(epsilon) and epsilon > 0):
+        raise InvalidParameter(f"epsilon must be a positive number, not {epsilon!r}")
+    if epsilon > defaults.max_epsilon_per_query:
+        raise InvalidParameter(f"epsilon {epsilon:g} exceeds the per-query maximum "
+                               f"{defaults.max_epsilon_per_query:g}")
+    if not (math.isfinite(delta) and 0 <= delta < 1):
+        raise InvalidParameter(f"delta must be in [0, 1), not {delta!r}")
+    table = query.table
+    keys = _key_plans(query)
+    groups, bound_groups = _effective_groups(table, keys)
+    rows = 1 if table.one_row_per_unit else table.max_rows
+    needs_threshold = any(k.domain is None for k in keys)
+    if needs_threshold and delta <= 0:
+        open_keys = ", ".join(k.name for k in keys if k.domain is None)
+        raise PrivacyRefused(f"GROUP BY {open_keys} has no public list of values, so releasing its groups needs "
+                             "δ > 0 (set delta for the query), or declare `values:` for the column in the config")
+
+    specs: list[dict[str, Any]] = []
+    by_key: dict[tuple, str] = {}
+
+    def need(kind: str, arg: exp.Expression | None, lo: float | None = None, hi: float | None = None) -> str:
+        ident = (kind, arg.sql() if arg is not None else None, lo, hi)
+        if ident not in by_key:
+            by_key[ident] = f"__m{len(specs)}"
+            specs.append({"name": by_key[ident], "kind": kind, "arg": arg, "lo": lo, "hi": hi})
+        return by_key[ident]
+
+    outputs = []
+    for call in query.aggregates:
+        info = call.info
+        lo = info.lower if info else None
+        hi = info.upper if info else None
+        if call.func == "count":
+            names: tuple[str, ...] = (need("rows", None),)
+        elif call.func == "count_units":
+            names = (need("units", None),)
+        elif call.func == "count_expr":
+            names = (need("nonnull", call.arg),)
+        elif call.func == "sum":
+            names = (need("sum", call.arg, lo, hi),)
+        else:  # avg
+            names = (need("csum", call.arg, lo, hi), need("nonnull", call.arg))
+        outputs.append(OutputAgg(call.func, names, bool(info and info.integral), lo, hi))
+    threshold_measure = need("units", None) if needs_threshold else None
+
+    weights = [0.0 if _person_bound(s, rows)[2] == 0 else 1.0 for s in specs]
+    shares = split_epsilon(epsilon, weights) if any(weights) else [0.0] * len(specs)
+    measures = []
+    for spec, eps in zip(specs, shares):
+        person_lo, person_hi, bound = _person_bound(spec, rows)
+        unit = 1.0 if spec["kind"] in ("rows", "nonnull", "units") or bound == 0 else bound / 2**GRID_BITS
+        sens = groups * (bound / unit) if bound else 0.0
+        center = (spec["lo"] + spec["hi"]) / 2 if spec["kind"] == "csum" else 0.0
+        scale = laplace_scale(sens, eps) if sens > 0 else 0.0
+        measures.append(Measure(spec["name"], spec["kind"], spec["arg"], spec["lo"], spec["hi"], center,
+                                person_lo, person_hi, unit, sens, eps, scale))
+    threshold = None
+    if threshold_measure is not None:
+        m = next(x for x in measures if x.name == threshold_measure)
+        threshold = laplace_threshold(groups, m.epsilon, delta)
+    return DPPlan(table=table, where=query.where, keys=tuple(keys), measures=tuple(measures),
+                  outputs=tuple(outputs), epsilon=epsilon, delta=delta if needs_threshold else 0.0,
+                  max_rows=rows, max_groups=groups, per_person=not table.one_row_per_unit,
+                  bound_groups=bound_groups, threshold=threshold, threshold_measure=threshold_measure)
+
+
+def _person_bound(spec: dict[str, Any], rows: int) -> tuple[float, float, float]:
+    """One person's contribution interval to one group, and its largest magnitude."""
+    kind = spec["kind"]
+    if kind == "units":
+        return 0.0, 1.0, 1.0
+    if kind in ("rows", "nonnull"):
+        return 0.0, float(rows), float(rows)
+    lo, hi = spec["lo"], spec["hi"]
+    if kind == "csum":
+        half = (hi - lo) / 2
+        return -rows * half, rows * half, rows * half
+    plo, phi = min(0.0, rows * lo), max(0.0, rows * hi)
+    return plo, phi, max(abs(plo), abs(phi))

@@ -1,0 +1,232 @@
+"""DP plan → backend SQL: the bounded per-person query (after Wilson et al., PETS 2020).
+
+Shape (per-person path, for tables where a person may have many rows):
+
+    WITH __rows AS (            -- the analyst's WHERE, keys and aggregate arguments, once per row
+      SELECT <unit> AS __pid, <key> AS __k0, <arg> AS __a0 FROM t WHERE <where> [AND __k0 IN <domain>]),
+    __per_person AS (           -- one row per (person, group): raw counts and row-clamped sums
+      SELECT __pid, __k0, COUNT(*) AS __m0_n, SUM(clamp(__a0)) AS __m1_s, COUNT(__a0) AS __m1_n
+      FROM __rows GROUP BY __pid, __k0),
+    __contributions AS (        -- each measure bounded per person and put on its fixed-point grid
+      SELECT __pid, __k0, LEAST(__m0_n, :max_rows) AS __m0, fixed(clamp(scaled(__m1_s))) AS __m1 FROM __per_person),
+    __bounded AS (              -- at most max_groups groups per person (only when it can bind)
+      SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY __pid ORDER BY hash(__pid, __k0, :salt)) AS __rn
+                     FROM __contributions) WHERE __rn <= :max_groups)
+    SELECT __k0, SUM(__m0) AS __m0, SUM(__m1) AS __m1 FROM __bounded GROUP BY __k0
+
+Tables with one row per person (a checked unique constraint) skip the per-person
+step and clamp each row directly. Sums leave the database as exact integers on
+the plan's fixed-point grid, so float rounding and summation order cannot leak.
+The salt comes from the proxy's CSPRNG; the group bound holds whatever the
+ordering, so privacy never depends on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlglot import exp
+
+from privsql.config import TableMeta
+from privsql.sql.plan import DPPlan, Measure
+
+ARITH_NODES = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.Neg, exp.Abs, exp.Round, exp.Floor, exp.Ceil,
+               exp.Least, exp.Greatest)
+COMPARE_NODES = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ, exp.NullSafeNEQ)
+
+
+@dataclass(frozen=True)
+class SqlTarget:
+    """What the rewrite needs to know about a backend's SQL."""
+
+    dialect: str  # sqlglot dialect name
+    safe_numeric: str  # a type in which + - * / of bounded literals cannot raise (DOUBLE / NUMERIC)
+    hash_function: str  # 'duckdb' | 'postgres' | 'spark'
+
+    def order_hash(self, values: list[exp.Expression], salt: int) -> exp.Expression:
+        """A per-query pseudo-random order of a person's groups, keyed by the secret salt."""
+        if self.hash_function == "postgres":
+            text = exp.func("concat_ws", exp.Literal.string("\x1f"),
+                            *[exp.cast(v, "TEXT") for v in values])
+            return exp.func("hashtextextended", text, exp.Literal.number(salt & 0x7FFFFFFFFFFFFFFF))
+        if self.hash_function == "spark":
+            return exp.func("xxhash64", *values, exp.Literal.number(salt & 0x7FFFFFFFFFFFFFFF))
+        return exp.func("hash", *values, exp.Literal.number(salt & 0x7FFFFFFFFFFFFFFF))
+
+
+def _num(v: float) -> exp.Expression:
+    if float(v).is_integer() and abs(v) < 2**62:
+        return exp.Literal.number(int(v))
+    return exp.Literal.number(repr(float(v)))
+
+
+def _literal(value: object) -> exp.Expression:
+    if isinstance(value, bool):
+        return exp.Boolean(this=value)
+    if isinstance(value, (int, float)):
+        return _num(value)
+    return exp.Literal.string(str(value))
+
+
+def clamp(e: exp.Expression, lo: float, hi: float) -> exp.Expression:
+    """CASE clamp: keeps NULL as NULL (LEAST/GREATEST would turn it into a bound), maps NaN and ±inf
+    to a bound."""
+    return exp.Case(ifs=[exp.If(this=exp.LT(this=e.copy(), expression=_num(lo)), true=_num(lo)),
+                         exp.If(this=exp.GT(this=e.copy(), expression=_num(hi)), true=_num(hi))],
+                    default=e.copy())
+
+
+def _fixed(e: exp.Expression, unit: float) -> exp.Expression:
+    """Value → integer count of grid units (the value is already clamped, so this cannot overflow)."""
+    if unit == 1.0:
+        return exp.cast(exp.func("round", e), "BIGINT")
+    return exp.cast(exp.func("round", exp.Div(this=exp.paren(e), expression=_num(unit))), "BIGINT")
+
+
+def prepare_row_expr(expr: exp.Expression, table: TableMeta, target: SqlTarget) -> exp.Expression:
+    """Make a checked row expression safe to run: numeric columns inside arithmetic are
+    evaluated in the backend's non-overflowing type, numeric literals compared with text
+    columns become text literals."""
+    expr = expr.copy()
+    for col in list(expr.find_all(exp.Column)):
+        meta = table.columns.get(col.name)
+        if meta is not None and meta.is_numeric and isinstance(col.parent, ARITH_NODES):
+            col.replace(exp.cast(col.copy(), target.safe_numeric))
+    for node in list(expr.find_all(*COMPARE_NODES, exp.In)):
+        operands = [node.this] + (node.expressions if isinstance(node, exp.In) else [node.expression])
+        if any(isinstance(o, exp.Column) and table.columns.get(o.name) is not None
+               and table.columns[o.name].type == "text" for o in operands):
+            for o in operands:
+                if isinstance(o, exp.Literal) and not o.is_string:
+                    o.replace(exp.Literal.string(o.this))
+    return expr
+
+
+def _per_person_parts(m: Measure, arg: str | None) -> list[exp.Expression]:
+    """Raw per-(person, group) aggregates a measure needs, named after the measure."""
+    if m.kind == "rows":
+        return [exp.Count(this=exp.Star()).as_(f"{m.name}_n")]
+    if m.kind == "units":
+        return []
+    a = exp.column(arg) if arg else None
+    if m.kind == "nonnull":
+        return [exp.Count(this=a).as_(f"{m.name}_n")]
+    assert a is not None and m.clamp_lo is not None and m.clamp_hi is not None
+    value = clamp(a, m.clamp_lo, m.clamp_hi)
+    if m.kind == "csum":
+        value = exp.Sub(this=value, expression=_num(m.center))
+    return [exp.Sum(this=value).as_(f"{m.name}_s"), exp.Count(this=a.copy()).as_(f"{m.name}_n")]
+
+
+def _person_contribution(m: Measure, max_rows: int) -> exp.Expression:
+    """One person's bounded contribution to one group, on the measure's grid.
+
+    Counts are capped at max_rows. Sums of a person with n > max_rows values are
+    scaled by max_rows / n (their mean times max_rows), then clamped to the
+    measure's per-person interval, so the bound holds whatever the data holds."""
+    rows = _num(max_rows)
+    if m.kind == "units":
+        return exp.Literal.number(1)
+    n = exp.column(f"{m.name}_n")
+    if m.kind in ("rows", "nonnull"):
+        return exp.func("least", n, rows)
+    total = exp.column(f"{m.name}_s")
+    scaled = exp.Case(ifs=[exp.If(this=exp.GT(this=n, expression=rows),
+                                  true=exp.Div(this=exp.Mul(this=total.copy(), expression=rows), expression=n.copy()))],
+                      default=total)
+    value = exp.func("coalesce", scaled, exp.Literal.number(0))  # finite and non-NULL from here on
+    bounded = exp.func("least", exp.func("greatest", value, _num(m.person_lo)), _num(m.person_hi))
+    return _fixed(bounded, m.unit)
+
+
+def _per_row_measure(m: Measure, arg: exp.Expression | None) -> exp.Expression:
+    if m.kind in ("rows", "units"):
+        return exp.Count(this=exp.Star())
+    assert arg is not None
+    if m.kind == "nonnull":
+        return exp.Count(this=arg)
+    assert m.clamp_lo is not None and m.clamp_hi is not None
+    value = clamp(arg, m.clamp_lo, m.clamp_hi)
+    if m.kind == "csum":
+        value = exp.Sub(this=value, expression=_num(m.center))
+    return exp.Sum(this=_fixed(value, m.unit))
+
+
+def _domain_filter(plan: DPPlan, key_exprs: list[exp.Expression]) -> exp.Expression | None:
+    conds = [exp.In(this=e.copy(), expressions=[_literal(v) for v in k.domain])
+             for k, e in zip(plan.keys, key_exprs) if k.domain is not None]
+    if not conds:
+        return None
+    out = conds[0]
+    for c in conds[1:]:
+        out = exp.And(this=out, expression=c)
+    return out
+
+
+def _and(a: exp.Expression | None, b: exp.Expression | None) -> exp.Expression | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return exp.And(this=exp.paren(a), expression=exp.paren(b))
+
+
+def rewrite(plan: DPPlan, target: SqlTarget, *, table_ref: exp.Table, salt: int) -> exp.Select:
+    """The backend query computing every measure of ``plan`` per group, exactly and bounded."""
+    table = plan.table
+    key_exprs = [prepare_row_expr(k.expr, table, target) for k in plan.keys]
+    where = prepare_row_expr(plan.where, table, target) if plan.where is not None else None
+    where = _and(where, _domain_filter(plan, key_exprs))
+    knames = [f"__k{i}" for i in range(len(plan.keys))]
+
+    if not plan.per_person:
+        args = {m.name: prepare_row_expr(m.arg, table, target) if m.arg is not None else None for m in plan.measures}
+        sel = exp.select(*[e.as_(n) for e, n in zip(key_exprs, knames)],
+                         *[_per_row_measure(m, args[m.name]).as_(m.name) for m in plan.measures])
+        sel = sel.from_(table_ref.copy())
+        if where is not None:
+            sel = sel.where(where)
+        if knames:
+            sel = sel.group_by(*[e.copy() for e in key_exprs])
+        return sel
+
+    arg_names: dict[str, str] = {}
+    arg_exprs: list[exp.Expression] = []
+    for m in plan.measures:
+        if m.arg is not None:
+            sql = m.arg.sql()
+            if sql not in arg_names:
+                arg_names[sql] = f"__a{len(arg_names)}"
+                arg_exprs.append(prepare_row_expr(m.arg, table, target).as_(arg_names[sql]))
+    unit_col = exp.column(table.privacy_unit)
+    rows = exp.select(unit_col.as_("__pid"), *[e.as_(n) for e, n in zip(key_exprs, knames)], *arg_exprs)
+    rows = rows.from_(table_ref.copy())
+    if where is not None:
+        rows = rows.where(where)
+
+    per_person = exp.select(
+        "__pid", *knames,
+        *[part for m in plan.measures
+          for part in _per_person_parts(m, arg_names.get(m.arg.sql()) if m.arg is not None else None)],
+    ).from_("__rows").group_by("__pid", *knames)
+    contributions = exp.select(
+        "__pid", *knames, *[_person_contribution(m, plan.max_rows).as_(m.name) for m in plan.measures],
+    ).from_("__per_person")
+
+    source = "__contributions"
+    final = exp.select(*knames, *[exp.Sum(this=exp.column(m.name)).as_(m.name) for m in plan.measures])
+    query = final.with_("__rows", as_=rows).with_("__per_person", as_=per_person).with_(
+        "__contributions", as_=contributions)
+    if plan.bound_groups:
+        order = target.order_hash([exp.column("__pid"), *[exp.column(k) for k in knames]], salt)
+        numbered = exp.select("*", exp.Window(this=exp.RowNumber(), partition_by=[exp.column("__pid")],
+                                              order=exp.Order(expressions=[exp.Ordered(this=order)])).as_("__rn"))
+        numbered = numbered.from_("__contributions")
+        bounded = exp.select("*").from_(numbered.subquery("__numbered")).where(
+            exp.LTE(this=exp.column("__rn"), expression=_num(plan.max_groups)))
+        query = query.with_("__bounded", as_=bounded)
+        source = "__bounded"
+    query = query.from_(source)
+    if knames:
+        query = query.group_by(*knames)
+    return query
