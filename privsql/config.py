@@ -94,6 +94,7 @@ class Defaults:
     epsilon: float = 1.0
     delta: float = 0.0
     max_epsilon_per_query: float = 10.0
+    analyst: str | None = None  # whose budget the CLI charges when --analyst is not given
 
 
 @dataclass(frozen=True)
@@ -206,12 +207,13 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
         raise marks.error(("budget_store",), "a postgres budget store needs a 'dsn'")
 
     d = _section(raw, "defaults", marks, {})
-    _only_keys(d, ("defaults",), marks, {"epsilon", "delta", "max_epsilon_per_query"})
+    _only_keys(d, ("defaults",), marks, {"epsilon", "delta", "max_epsilon_per_query", "analyst"})
     defaults = Defaults(
         epsilon=_positive(d.get("epsilon", 1.0), ("defaults", "epsilon"), marks),
         delta=_probability(d.get("delta", 0.0), ("defaults", "delta"), marks),
         max_epsilon_per_query=_positive(d.get("max_epsilon_per_query", 10.0),
                                         ("defaults", "max_epsilon_per_query"), marks),
+        analyst=str(d["analyst"]) if d.get("analyst") is not None else None,
     )
 
     tables_raw = raw.get("tables")
@@ -228,6 +230,8 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
     if not isinstance(analysts_raw, dict):
         raise marks.error(("analysts",), "must be a mapping of analyst name to budget")
     analysts = {str(n): _analyst(str(n), a, marks) for n, a in analysts_raw.items()}
+    if defaults.analyst is not None and defaults.analyst not in analysts:
+        raise marks.error(("defaults", "analyst"), f"names no analyst declared under analysts: {defaults.analyst!r}")
 
     return Config(backend=backend, budget_store=store, defaults=defaults, tables=tables,
                   analysts=analysts, raw=raw, path=path, base_dir=base_dir or Path.cwd())

@@ -15,7 +15,6 @@ Guarantees this module relies on and provides:
 from __future__ import annotations
 
 import hashlib
-import math
 import secrets
 import threading
 from collections.abc import Mapping, Sequence
@@ -29,12 +28,12 @@ from sqlglot import exp
 from privsql.accounting import BudgetStore, Cost, LedgerEntry, Limits, open_store
 from privsql.backends.base import Backend
 from privsql.config import AnalystConfig, Config, load_config
-from privsql.errors import PrivsqlError, UnknownAnalyst
+from privsql.errors import UnknownAnalyst
 from privsql.mechanisms import add_laplace_noise
 from privsql.postprocess import NoisyTable, build_output_query, column_accuracy, run_output_query
-from privsql.results import ColumnAccuracy, OutputColumn, PrivacyReport, QueryResult
+from privsql.results import OutputColumn, PrivacyReport, QueryResult
 from privsql.sql.parse import bind_parameters, parse_statement
-from privsql.sql.plan import DPPlan, build_plan
+from privsql.sql.plan import DPPlan, Measure, build_plan
 from privsql.sql.rewrite import rewrite
 from privsql.sql.validate import CheckedQuery, check_query
 
@@ -163,10 +162,7 @@ class Engine:
             del exact
             out_query, ci_index = build_output_query(prepared.checked, plan)
             columns, rows, cis = run_output_query(out_query, ci_index, plan, noisy)
-        except PrivsqlError:
-            self.store.finish(ledger_id, "failed")
-            raise
-        except Exception:
+        except BaseException:
             self.store.finish(ledger_id, "failed")
             raise
         self.store.finish(ledger_id, "answered")
@@ -285,11 +281,7 @@ def explain_rows(prepared: PreparedQuery, columns: list[OutputColumn], backend_s
                 f"noisy threshold of {plan.threshold:g} people") for k in plan.keys]
         rows.append(("groups", "; ".join(desc)))
     for m in plan.measures:
-        what = {"rows": "row count", "nonnull": f"count of {m.arg.sql() if m.arg else ''}",
-                "sum": f"sum of {m.arg.sql() if m.arg else ''} clamped to [{m.clamp_lo:g}, {m.clamp_hi:g}]",
-                "csum": f"sum of ({m.arg.sql() if m.arg else ''} − {m.center:g}) clamped to "
-                        f"[{m.clamp_lo:g}, {m.clamp_hi:g}]",
-                "units": "count of people"}[m.kind]
+        what = _measure_text(m)
         noise = (f"Laplace scale {m.scale * m.unit:.4g}, ε = {m.epsilon:.4g}, 95% error ±{m.ci95:.4g}"
                  if m.scale > 0 else "no noise needed (data-independent)")
         rows.append((f"measure {m.name}", f"{what}: {noise}"))
@@ -298,6 +290,20 @@ def explain_rows(prepared: PreparedQuery, columns: list[OutputColumn], backend_s
         rows.append((f"column {col.name}", _column_error(inner, plan)))
     rows.append(("backend sql", backend_sql))
     return rows
+
+
+def _measure_text(m: Measure) -> str:
+    arg = m.arg.sql(dialect="postgres") if m.arg is not None else ""
+    if m.kind == "rows":
+        return "row count"
+    if m.kind == "units":
+        return "count of people"
+    if m.kind == "nonnull":
+        return f"count of non-NULL {arg}"
+    clamp = f"clamped to [{m.clamp_lo:g}, {m.clamp_hi:g}]"
+    if m.kind == "csum":
+        return f"sum of ({arg} − {m.center:g}), {arg} {clamp}"
+    return f"sum of {arg} {clamp}"
 
 
 def _column_error(node: exp.Expression, plan: DPPlan) -> str:
@@ -316,8 +322,4 @@ def _column_error(node: exp.Expression, plan: DPPlan) -> str:
     return "group key (exact, no noise)"
 
 
-def hash_sql(sql: str) -> str:
-    return hashlib.sha256(sql.encode()).hexdigest()
-
-
-__all__ = ["Engine", "PreparedQuery", "BudgetStatus", "release", "math"]
+__all__ = ["Engine", "PreparedQuery", "BudgetStatus", "release"]
