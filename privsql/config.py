@@ -130,7 +130,7 @@ class _Marked:
         self.lines: dict[tuple[str, ...], int] = {}
 
     def record(self, node: yaml.Node, path: tuple[str, ...]) -> None:
-        self.lines[path] = node.start_mark.line + 1
+        self.lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 k = str(key.value)

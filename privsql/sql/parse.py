@@ -79,6 +79,13 @@ def _param_number(node: exp.Expression) -> int | None:
     return None
 
 
+def _param_name(node: exp.Expression) -> str | None:
+    """The name of a :name / %(name)s placeholder, None for positional ones."""
+    if not isinstance(node, exp.Placeholder) or node.args.get("this") is None:
+        return None
+    return node.name
+
+
 def literal_for(value: Any) -> exp.Expression:
     """A typed literal node for a Python parameter value."""
     if value is None:
@@ -121,8 +128,8 @@ def bind_parameters(tree: exp.Expression, params: Sequence[Any] | Mapping[str, A
     nodes = _placeholders(tree)
     if isinstance(params, Mapping):
         for node in nodes:
-            name = node.name if isinstance(node, exp.Placeholder) else None
-            if not name or name not in params:
+            name = _param_name(node)
+            if name is None or name not in params:
                 raise InvalidParameter(f"no value given for parameter {node.sql()}")
             node.replace(literal_for(params[name]))
         return tree
@@ -131,7 +138,7 @@ def bind_parameters(tree: exp.Expression, params: Sequence[Any] | Mapping[str, A
     for node in nodes:
         number = _param_number(node)
         if number is None:
-            if isinstance(node, exp.Placeholder) and node.name:
+            if _param_name(node) is not None:
                 raise InvalidParameter(f"named parameter {node.sql()} needs a mapping of values")
             index = positional
             positional += 1
