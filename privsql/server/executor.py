@@ -1,0 +1,157 @@
+"""Blocking work for the wire server: engine queries, EXPLAIN, describe and catalog answers.
+
+Every method here may block (DuckDB, the budget store, the backend), so the
+transport runs them on a thread pool; each returns an :class:`Outcome` or
+column list, or raises a :class:`PrivsqlError`. Unexpected exceptions become a
+generic internal error: their text could carry data values, so it is logged,
+never sent to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from typing import Any, Callable, Protocol, Sequence, TypeVar
+
+from privsql.errors import PrivsqlError
+from privsql.results import OutputColumn, PrivacyReport, QueryResult
+from privsql.server import types as pgt
+from privsql.server.catalog import Rewriter, SessionValues, ShadowCatalog
+from privsql.server.outcome import Column, Outcome, rows_tag
+from privsql.server.router import Plan
+
+log = logging.getLogger("privsql.server")
+T = TypeVar("T")
+
+
+class EngineLike(Protocol):
+    """The part of :class:`privsql.engine.Engine` the server uses."""
+
+    def execute(self, sql: str, *, analyst: str, epsilon: float | None = None, delta: float | None = None,
+                params: list | None = None) -> QueryResult: ...
+
+    def describe(self, sql: str, *, params: list | None = None) -> list[OutputColumn]: ...
+
+    def explain(self, sql: str, *, analyst: str, epsilon: float | None = None, delta: float | None = None,
+                params: list | None = None) -> QueryResult: ...
+
+
+class InternalError(PrivsqlError):
+    sqlstate = "XX000"
+
+
+def wire_columns(columns: Sequence[OutputColumn]) -> list[Column]:
+    return [Column(c.name, pgt.RESULT_TYPES.get(c.type, pgt.TEXT)) for c in columns]
+
+
+def privacy_notice(report: PrivacyReport) -> str:
+    """The NoticeResponse text after a DP answer."""
+    if report.cached:
+        spent = "repeated query: cached answer, nothing spent"
+    else:
+        spent = f"spent epsilon={report.epsilon:g}" + (f", delta={report.delta:g}" if report.delta else "")
+    left = f"remaining epsilon={report.epsilon_remaining:g}"
+    if report.delta or report.delta_remaining:
+        left += f", delta={report.delta_remaining:g}"
+    return f"privsql: {spent}; {left}"
+
+
+def _guard(what: str, fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except PrivsqlError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - never leak an unexpected message to the client
+        log.exception("internal error during %s", what)
+        raise InternalError(f"internal error during {what}; see the privsql server log") from exc
+
+
+class _LRU:
+    """A small thread-safe LRU map."""
+
+    def __init__(self, size: int) -> None:
+        self._data: OrderedDict[Any, Any] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                return self._data[key]
+        return None
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._data[key] = value
+            if len(self._data) > self._size:
+                self._data.popitem(last=False)
+
+
+class Executor:
+    """Runs planned statements against the engine or the shadow catalog."""
+
+    def __init__(self, engine: EngineLike, catalog: ShadowCatalog) -> None:
+        self.engine = engine
+        self.catalog = catalog
+        self._describe_cache = _LRU(1024)
+        self._constant_cache = _LRU(256)
+
+    # ---------------------------------------------------------------- engine
+
+    def _outcome(self, result: QueryResult, tag: str | None = None) -> Outcome:
+        notices = list(result.notices)
+        if result.privacy is not None:
+            # the engine may already word its own budget line; send one, built from the report
+            notices = [n for n in notices if "remaining" not in n] + [privacy_notice(result.privacy)]
+        return Outcome(tag or rows_tag("SELECT", len(result.rows)), wire_columns(result.columns),
+                       list(result.rows), notices, privacy=result.privacy)
+
+    def execute(self, sql: str, *, analyst: str, epsilon: float | None, delta: float | None,
+                params: list | None) -> Outcome:
+        """A DP query (or a refusal) through ``engine.execute``."""
+        result = _guard("query execution", lambda: self.engine.execute(
+            sql, analyst=analyst, epsilon=epsilon, delta=delta, params=params or None))
+        return self._outcome(result)
+
+    def explain(self, sql: str, *, analyst: str, epsilon: float | None, delta: float | None,
+                params: list | None) -> Outcome:
+        result = _guard("EXPLAIN", lambda: self.engine.explain(
+            sql, analyst=analyst, epsilon=epsilon, delta=delta, params=params or None))
+        return self._outcome(result, "EXPLAIN")
+
+    def describe(self, sql: str, params: list | None = None) -> list[Column]:
+        """Result columns of a DP query: no data touched, nothing charged."""
+        if params is None:
+            cached = self._describe_cache.get(sql)
+            if cached is not None:
+                return list(cached)
+        columns = wire_columns(_guard("describe", lambda: self.engine.describe(sql, params=params or None)))
+        if params is None:
+            self._describe_cache.put(sql, tuple(columns))
+        return columns
+
+    # --------------------------------------------------------------- catalog
+
+    def cached_constant(self, plan: Plan) -> Outcome | None:
+        """A constant query's answer computed before, or None (cheap: safe on the event loop)."""
+        hit = self._constant_cache.get(plan.sql) if plan.constant else None
+        if hit is None:
+            return None
+        columns, rows = hit
+        return Outcome(rows_tag("SELECT", len(rows)), list(columns), list(rows))
+
+    def run_catalog(self, plan: Plan, session: SessionValues, params: Sequence[Any] = ()) -> Outcome:
+        """Answer a catalog or constant query from the shadow catalog."""
+        assert plan.ast is not None
+        sql = Rewriter(session).rewrite(plan.ast)
+        columns, rows = _guard("catalog query", lambda: self.catalog.run(sql, params))
+        if plan.constant:
+            self._constant_cache.put(plan.sql, (tuple(columns), tuple(rows)))
+        return Outcome(rows_tag("SELECT", len(rows)), columns, rows)
+
+    def describe_catalog(self, plan: Plan, session: SessionValues) -> list[Column]:
+        """Columns of a catalog query, found by running it with NULL parameters (no data there)."""
+        outcome = self.run_catalog(plan, session, [None] * len(plan.param_types))
+        return outcome.columns or []

@@ -1,0 +1,173 @@
+"""Decide where each statement goes: session, shadow catalog or the DP engine.
+
+- session/transaction statements (SET, SHOW, BEGIN, ...) → :mod:`session`
+- ``EXPLAIN <query>`` → ``engine.explain``
+- statements reading only catalog relations (pg_catalog, information_schema),
+  or no relation at all (``SELECT 1``, ``SELECT version()``) → :mod:`catalog`
+- everything else, in particular anything that names a configured table or an
+  unknown relation → ``engine.execute``, which answers DP aggregates and
+  refuses the rest with a typed error.
+
+Plans depend only on the SQL text and the configured schema, so they are cached.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Mapping
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.dialects.postgres import Postgres
+from sqlglot.errors import ParseError, TokenError
+from sqlglot.tokens import TokenType
+
+from privsql.errors import QuerySyntaxError
+from privsql.server import types as pgt
+from privsql.server.catalog_schema import CATALOG_RELATIONS, INFO_SCHEMA_RELATIONS, TABLE_FUNCTIONS
+from privsql.server.utility import UtilityCommand, parse_utility
+
+_EXPLAIN = re.compile(
+    r"^\s*explain\b\s*(?:\([^()]*\)\s*|(?:analy[sz]e|verbose|costs|buffers|settings)\b\s*)*",
+    re.IGNORECASE,
+)
+_PARAM = re.compile(r"\$(\d+)")
+# sqlglot cannot parse casts to arrays of some PostgreSQL-only types ('$1::oid[]')
+_ARRAY_CAST = re.compile(r"::\s*(?:pg_catalog\.)?(oid|regtype|regclass|regproc|name|xid)\s*\[\]", re.IGNORECASE)
+_DIALECT = Postgres()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How to answer one statement."""
+
+    kind: str  # 'empty' | 'utility' | 'explain' | 'catalog' | 'engine'
+    sql: str  # the statement as the client sent it
+    utility: UtilityCommand | None = None
+    target: str = ""  # explain: the explained query
+    ast: exp.Expression | None = None  # catalog: the parsed statement
+    param_types: tuple[int, ...] = ()  # inferred OID per $n, 0 where unknown
+    constant: bool = False  # catalog: answer depends on nothing (cacheable)
+
+
+def split_statements(sql: str) -> list[tuple[int, str]]:
+    """(offset, text) of each ';'-separated statement; empty input gives [(0, '')]."""
+    try:
+        tokens = _DIALECT.tokenize(sql)
+    except (TokenError, ParseError) as exc:
+        raise QuerySyntaxError(f"syntax error: {exc}") from exc
+    pieces: list[tuple[int, str]] = []
+    start = 0
+    for tok in tokens:
+        if tok.token_type == TokenType.SEMICOLON:
+            if sql[start:tok.start].strip():
+                pieces.append((start, sql[start:tok.start]))
+            start = tok.end + 1
+    if sql[start:].strip():
+        pieces.append((start, sql[start:]))
+    return pieces or [(0, "")]
+
+
+def _table_kind(table: exp.Table, configured: Mapping[str, object], ctes: set[str]) -> str:
+    name, db = table.name.lower(), table.db.lower()
+    if isinstance(table.this, exp.Func) or isinstance(table.this, exp.Anonymous):
+        func = table.this.sql_name().lower() if isinstance(table.this, exp.Func) else str(table.this.this).lower()
+        return "catalog" if func in TABLE_FUNCTIONS else "other"
+    if not db and name in ctes:
+        return "cte"
+    if db in ("", "public") and name in configured:
+        return "private"
+    if db == "pg_catalog" or (not db and name in CATALOG_RELATIONS):
+        return "catalog" if name in CATALOG_RELATIONS else "other"
+    if db == "information_schema":
+        return "catalog" if name in INFO_SCHEMA_RELATIONS else "other"
+    return "other"
+
+
+_COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Like, exp.ILike)
+
+
+def _column_type(column: exp.Expression, columns: Mapping[str, pgt.PgType]) -> int:
+    if isinstance(column, exp.Column):
+        t = columns.get(column.name.lower())
+        return t.oid if t else 0
+    return 0
+
+
+def _cast_type(cast: exp.Cast) -> int:
+    name = cast.to.sql("postgres").lower().replace("pg_catalog.", "")
+    aliases = {"bigint": "int8", "integer": "int4", "int": "int4", "smallint": "int2", "double precision": "float8",
+               "real": "float4", "boolean": "bool", "timestamp": "timestamp", "varchar": "varchar", "decimal": "numeric"}
+    t = pgt.BY_NAME.get(aliases.get(name, name))
+    return t.oid if t else 0
+
+
+def infer_param_types(ast: exp.Expression, columns: Mapping[str, pgt.PgType]) -> tuple[int, ...]:
+    """The OID of each ``$n`` from its context: a cast, or a compared column's type."""
+    found: dict[int, int] = {}
+    for param in ast.find_all(exp.Parameter):
+        try:
+            index = int(param.name)
+        except ValueError:
+            continue
+        parent, oid = param.parent, 0
+        if isinstance(parent, exp.Cast):
+            oid = _cast_type(parent)
+        elif isinstance(parent, _COMPARISONS):
+            other = parent.left if parent.right is param else parent.right
+            oid = _column_type(other, columns)
+        elif isinstance(parent, (exp.Between, exp.In)):
+            oid = _column_type(parent.this, columns)
+        elif isinstance(parent, (exp.Limit, exp.Offset)):
+            oid = pgt.INT8.oid
+        found[index] = found.get(index) or oid
+    count = max(found, default=0)
+    return tuple(found.get(i, 0) for i in range(1, count + 1))
+
+
+def count_params(sql: str) -> int:
+    return max((int(n) for n in _PARAM.findall(sql)), default=0)
+
+
+class Router:
+    """Plans statements against one configured schema."""
+
+    def __init__(self, tables: Mapping[str, Mapping[str, pgt.PgType]]) -> None:
+        #: configured table name → column name → wire type
+        self.tables = {name.lower(): cols for name, cols in tables.items()}
+        self._columns: dict[str, pgt.PgType] = {}
+        for cols in self.tables.values():
+            for col, t in cols.items():
+                self._columns.setdefault(col.lower(), t)
+        self.plan = lru_cache(maxsize=2048)(self._plan)
+
+    def _engine(self, sql: str, ast: exp.Expression | None) -> Plan:
+        types = infer_param_types(ast, self._columns) if ast is not None else (0,) * count_params(sql)
+        return Plan("engine", sql, param_types=types)
+
+    def _plan(self, sql: str) -> Plan:
+        if not sql.strip():
+            return Plan("empty", sql)
+        utility = parse_utility(sql)
+        if utility is not None:
+            return Plan("utility", sql, utility=utility)
+        explained = _EXPLAIN.match(sql)
+        if explained and explained.end() > 0 and sql.lstrip()[:7].lower() == "explain":
+            target = sql[explained.end():]
+            return Plan("explain", sql, target=target, param_types=(0,) * count_params(target))
+        try:
+            ast = sqlglot.parse_one(_ARRAY_CAST.sub(r"::\1_array_", sql), read="postgres")
+        except (ParseError, TokenError):
+            return self._engine(sql, None)
+        if not isinstance(ast, (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Values)) or ast.find(exp.Into):
+            return self._engine(sql, ast)
+        ctes = {cte.alias_or_name.lower() for cte in ast.find_all(exp.CTE)}
+        kinds = {_table_kind(t, self.tables, ctes) for t in ast.find_all(exp.Table)}
+        if kinds - {"catalog", "cte"}:
+            return self._engine(sql, ast)
+        constant = not kinds and not any(isinstance(f, (exp.Anonymous, exp.Rand)) or
+                                         (isinstance(f, exp.Func) and not isinstance(f, exp.Cast))
+                                         for f in ast.find_all(exp.Func, exp.Anonymous))
+        return Plan("catalog", sql, ast=ast, param_types=infer_param_types(ast, {}), constant=constant and not ast.find(exp.Parameter))
