@@ -191,6 +191,11 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
         if key not in known:
             raise marks.error((str(key),), f"unknown section; expected one of {', '.join(sorted(known))}")
 
+    cache = _section(raw, "cache", marks, {})
+    _only_keys(cache, ("cache",), marks, {"enabled"})
+    if not isinstance(cache.get("enabled", True), bool):
+        raise marks.error(("cache", "enabled"), "must be true or false")
+
     backend = _section(raw, "backend", marks, {"kind": "duckdb", "path": ":memory:"})
     kind = backend.get("kind", "duckdb")
     if kind not in BACKEND_KINDS:

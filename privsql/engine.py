@@ -28,9 +28,10 @@ from sqlglot import exp
 from privsql.accounting import BudgetStore, Cost, LedgerEntry, Limits, open_store
 from privsql.backends.base import Backend
 from privsql.config import AnalystConfig, Config, load_config
-from privsql.errors import UnknownAnalyst
+from privsql.errors import PrivsqlError, UnknownAnalyst
 from privsql.mechanisms import add_laplace_noise
 from privsql.postprocess import NoisyTable, build_output_query, column_accuracy, run_output_query
+from privsql.result_cache import cache_key, decode_result, encode_result
 from privsql.results import OutputColumn, PrivacyReport, QueryResult
 from privsql.sql.parse import bind_parameters, parse_statement
 from privsql.sql.plan import DPPlan, Measure, build_plan
@@ -108,6 +109,8 @@ class Engine:
             self.backend.close()
             raise
         self.query_timeout = float(config.backend.get("query_timeout", DEFAULT_QUERY_TIMEOUT))
+        cache_settings = config.raw.get("cache") or {}
+        self.cache_enabled = bool(cache_settings.get("enabled", True))
         self._closed = threading.Event()
 
     @classmethod
@@ -147,14 +150,20 @@ class Engine:
         """Answer one aggregate query with DP noise, charging ``analyst``.
 
         Raises a PrivsqlError subclass (with SQLSTATE) for every refusal; a refusal
-        before the reservation costs nothing.
+        before the reservation costs nothing. A repeat of an earlier query (same
+        normalised SQL, ε, δ and plan) returns the earlier answer for free.
         """
         who = self.analyst(analyst)
         prepared = self.prepare(sql, params=params, epsilon=epsilon, delta=delta)
         plan = prepared.plan
-        backend_sql = self.backend_sql(prepared, salt=secrets.randbits(63))
-        limits = self.limits(who)
-        ledger_id = self.store.reserve(who.name, Cost(epsilon=plan.epsilon, delta=plan.delta), limits,
+        plan_sql = self.backend_sql(prepared)
+        key = cache_key(prepared.sql, plan_sql, plan.epsilon, plan.delta) if self.cache_enabled else None
+        if key is not None:
+            cached = self._cached(who, key, prepared)
+            if cached is not None:
+                return cached
+        backend_sql = self.backend_sql(prepared, salt=secrets.randbits(63)) if plan.bound_groups else plan_sql
+        ledger_id = self.store.reserve(who.name, Cost(epsilon=plan.epsilon, delta=plan.delta), self.limits(who),
                                        sql_hash=prepared.sql_hash, sql_text=prepared.sql)
         try:
             exact = self.backend.run(backend_sql, timeout=self.query_timeout)
@@ -175,8 +184,25 @@ class Engine:
         )
         notice = (f"privsql: spent ε={plan.epsilon:g}" + (f", δ={plan.delta:g}" if plan.delta else "")
                   + f"; remaining ε={report.epsilon_remaining:.6g}, δ={report.delta_remaining:.3g}")
-        result = QueryResult(columns=columns, rows=rows, privacy=report, notices=[notice])
-        result.cell_ci = cis  # type: ignore[attr-defined]
+        result = QueryResult(columns=columns, rows=rows, privacy=report, notices=[notice], cell_ci=cis)
+        if key is not None:
+            try:
+                self.store.cache_put(who.name, key, encode_result(result))
+            except PrivsqlError:
+                pass  # the answer is released and paid for; failing to cache it only costs a later repeat
+        return result
+
+    def _cached(self, who: AnalystConfig, key: str, prepared: PreparedQuery) -> QueryResult | None:
+        blob = self.store.cache_get(who.name, key)
+        if blob is None:
+            return None
+        try:
+            spent = self.store.spent(who.name)
+            result = decode_result(blob, analyst=who.name, epsilon_remaining=max(0.0, who.epsilon - spent.epsilon),
+                                   delta_remaining=max(0.0, who.delta - spent.delta))
+        except (ValueError, KeyError, TypeError):
+            return None  # an unreadable entry is ignored: the query is answered (and charged) afresh
+        self.store.record_free(who.name, sql_hash=prepared.sql_hash, sql_text=prepared.sql, outcome="cached")
         return result
 
     def describe(self, sql: str, *, params: Sequence[Any] | Mapping[str, Any] | None = None) -> list[OutputColumn]:

@@ -49,6 +49,11 @@ class NoisyTable:
         return len(next(iter(self.measures.values()))) if self.measures else 0
 
 
+def _double(value: float) -> exp.Expression:
+    """A DOUBLE literal (a bare 1.5 would be DECIMAL in DuckDB)."""
+    return exp.cast(exp.Literal.number(repr(float(value))), "DOUBLE")
+
+
 def _agg_formula(out: OutputAgg, plan: DPPlan) -> exp.Expression:
     """The SQL formula of one aggregate over noisy measure columns."""
     cols = [exp.column(n) for n in out.measures]
@@ -63,22 +68,22 @@ def _agg_formula(out: OutputAgg, plan: DPPlan) -> exp.Expression:
         return exp.cast(exp.func("round", value), "BIGINT") if out.integral else value
     # avg: center + noisy centred sum / noisy count, post-processed into [lower, upper]
     center = plan.measure(out.measures[0]).center
-    mean = exp.Add(this=exp.Literal.number(repr(center)),
+    mean = exp.Add(this=_double(center),
                    expression=exp.Div(this=cols[0], expression=exp.func("greatest", cols[1], exp.Literal.number(1))))
-    return exp.func("least", exp.func("greatest", mean, exp.Literal.number(repr(out.lower))),
-                    exp.Literal.number(repr(out.upper)))
+    return exp.func("least", exp.func("greatest", mean, _double(out.lower)),
+                    _double(out.upper))
 
 
 def _ci_formula(out: OutputAgg, plan: DPPlan, formula: exp.Expression) -> exp.Expression:
     measures = [plan.measure(n) for n in out.measures]
     if out.func != "avg":
-        return exp.Literal.number(repr(measures[0].ci95))
+        return _double(measures[0].ci95)
     s, n = measures
     # delta method: Var(S/N) ≈ (Var S + mean_c² Var N) / N², with CIs in place of σ (approximate)
-    centred = exp.Sub(this=formula.copy(), expression=exp.Literal.number(repr(s.center)))
-    spread = exp.Add(this=exp.Literal.number(repr(s.ci95 ** 2)),
+    centred = exp.Sub(this=formula.copy(), expression=_double(s.center))
+    spread = exp.Add(this=_double(s.ci95 ** 2),
                      expression=exp.Mul(this=exp.Mul(this=centred, expression=centred.copy()),
-                                        expression=exp.Literal.number(repr(n.ci95 ** 2))))
+                                        expression=_double(n.ci95 ** 2)))
     return exp.Div(this=exp.func("sqrt", spread), expression=exp.func("greatest", exp.column(n.name),
                                                                        exp.Literal.number(1)))
 

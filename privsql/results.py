@@ -52,3 +52,5 @@ class QueryResult:
     rows: list[tuple]
     privacy: PrivacyReport | None = None  # None for statements that touch no private data
     notices: list[str] = field(default_factory=list)
+    #: per row, the 95% CI half-width of each cell (None where the cell is not noisy or unknown)
+    cell_ci: list[tuple[float | None, ...]] | None = None

@@ -56,7 +56,7 @@ def engine(make_engine: Callable[..., Engine]) -> Engine:
 @pytest.fixture(scope="module")
 def shared_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     """One engine per test module (loading the sample data takes ~0.5 s)."""
-    e = Engine(sample_config(tmp_path_factory.mktemp("budget"),
+    e = Engine(sample_config(tmp_path_factory.mktemp("budget"), cache={"enabled": False},
                              analysts={"alice": {"epsilon": 1.0e6, "delta": 0.5}}))
     yield e
     e.close()

@@ -41,8 +41,8 @@ def test_query_prints_two_rows_and_the_budget(config_path: str) -> None:
 
 
 def test_repeated_queries_end_in_a_budget_refusal(config_path: str) -> None:
-    for _ in range(3):
-        assert run("query", "SELECT COUNT(*) FROM people", "-c", config_path).exit_code == 0
+    for age in range(3):
+        assert run("query", f"SELECT COUNT(*) FROM people WHERE age > {age}", "-c", config_path).exit_code == 0
     res = run("query", "SELECT COUNT(*) FROM people", "-c", config_path)
     assert res.exit_code == 1
     assert "privacy budget exhausted for analyst 'alice'" in res.output

@@ -119,7 +119,7 @@ def test_parameters_are_bound_as_literals(shared_engine, monkeypatch) -> None:
 
 
 def test_budget_exhaustion_refuses_and_nothing_runs(make_engine, monkeypatch) -> None:
-    engine = make_engine(analysts={"carol": {"epsilon": 2.5}})
+    engine = make_engine(analysts={"carol": {"epsilon": 2.5}}, cache={"enabled": False})
     calls = []
     original = engine.backend.run
     monkeypatch.setattr(engine.backend, "run", lambda sql, **kw: calls.append(sql) or original(sql, **kw))
@@ -180,3 +180,23 @@ def test_epsilon_validation(engine) -> None:
         with pytest.raises(InvalidParameter):
             engine.execute("SELECT COUNT(*) FROM people", analyst="alice", epsilon=bad)
     assert engine.budget("alice").epsilon_spent == 0
+
+
+def test_repeat_is_free_and_identical(make_engine) -> None:
+    engine = make_engine()
+    sql = "SELECT sex, COUNT(*) AS n, AVG(income) FROM people GROUP BY sex"
+    first = engine.execute(sql, analyst="bob", epsilon=0.5)
+    again = engine.execute("select SEX, count(*) as N, avg(INCOME) from PEOPLE group by SEX", analyst="bob",
+                           epsilon=0.5)
+    assert again.rows == first.rows
+    assert again.privacy.cached and again.privacy.epsilon == 0
+    assert engine.budget("bob").epsilon_spent == pytest.approx(0.5)
+    assert [e.outcome for e in engine.ledger("bob")] == ["cached", "answered"]
+    # a restart keeps the cache; a changed ε or another analyst pays for fresh noise
+    engine.close()
+    engine = make_engine()
+    assert engine.execute(sql, analyst="bob", epsilon=0.5).rows == first.rows
+    engine.execute(sql, analyst="bob", epsilon=0.6)
+    assert engine.budget("bob").epsilon_spent == pytest.approx(1.1)
+    other = engine.execute(sql, analyst="alice", epsilon=0.5)
+    assert other.privacy.epsilon == 0.5 and not other.privacy.cached

@@ -16,6 +16,7 @@ from typing import Any
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
+from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 
 from privsql.errors import InvalidParameter, QuerySyntaxError, UnsupportedQuery
 
@@ -54,7 +55,8 @@ def parse_statement(sql: str, *, dialect: str = INPUT_DIALECT) -> exp.Expression
     if len(trees) > 1:
         raise UnsupportedQuery("privsql answers one statement at a time; this text holds "
                                f"{len(trees)} statements")
-    return trees[0]
+    # PostgreSQL rules: unquoted identifiers (names, aliases) fold to lower case
+    return normalize_identifiers(trees[0], dialect=dialect)
 
 
 def _placeholders(tree: exp.Expression) -> list[exp.Expression]:
