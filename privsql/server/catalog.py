@@ -23,7 +23,7 @@ from privsql.server.catalog_schema import (
     DATABASE_OID, FIRST_TABLE_OID, INFO_SCHEMA, NAMESPACE_OIDS, OWNER_NAME, OWNER_OID, PG_CATALOG,
 )
 from privsql.server.outcome import Column
-from privsql.server.session import VERSION_STRING
+from privsql.server.session import DEFAULTS, VERSION_STRING
 
 #: configured schema as the catalog sees it: table → column → wire type
 Schema = Mapping[str, Mapping[str, pgt.PgType]]
@@ -73,9 +73,18 @@ _MACROS = [
     "CREATE MACRO pg_regclass_name(x) AS coalesce((SELECT relname FROM pgcat.pg_class WHERE oid = x), CAST(x AS VARCHAR))",
     "CREATE MACRO pg_regtype_name(x) AS coalesce(format_type(x, NULL), CAST(x AS VARCHAR))",
     "CREATE MACRO pg_regnamespace_name(x) AS coalesce((SELECT nspname FROM pgcat.pg_namespace WHERE oid = x), CAST(x AS VARCHAR))",
-    "CREATE MACRO pg_regclass_oid(x) AS (SELECT oid FROM pgcat.pg_class WHERE relname = x)",
-    "CREATE MACRO pg_regtype_oid(x) AS (SELECT oid FROM pgcat.pg_type WHERE typname = x)",
-    "CREATE MACRO pg_regnamespace_oid(x) AS (SELECT oid FROM pgcat.pg_namespace WHERE nspname = x)",
+    "CREATE MACRO pg_unqualified(x) AS regexp_replace(replace(CAST(x AS VARCHAR), '\"', ''), '^.*[.]', '')",
+    "CREATE MACRO pg_regclass_oid(x) AS (SELECT oid FROM pgcat.pg_class WHERE relname = pg_unqualified(x))",
+    "CREATE MACRO pg_regtype_oid(x) AS (SELECT oid FROM pgcat.pg_type WHERE typname = pg_unqualified(x))",
+    "CREATE MACRO pg_regnamespace_oid(x) AS (SELECT oid FROM pgcat.pg_namespace WHERE nspname = pg_unqualified(x))",
+    "CREATE MACRO to_regclass(x) AS pg_regclass_oid(x)",
+    "CREATE MACRO pg_setting_value(x) AS (SELECT setting FROM pgcat.pg_settings WHERE name = lower(x))",
+    "CREATE MACRO pg_get_serial_sequence(a, b) AS CAST(NULL AS VARCHAR)",
+    "CREATE MACRO pg_collation_is_visible(x) AS true",
+    "CREATE MACRO pg_opclass_is_visible(x) AS true",
+    "CREATE MACRO pg_conversion_is_visible(x) AS true",
+    "CREATE MACRO to_regtype(x) AS pg_regtype_oid(x)",
+    "CREATE MACRO to_regnamespace(x) AS pg_regnamespace_oid(x)",
 ]
 
 
@@ -126,6 +135,8 @@ class ShadowCatalog:
                                             1663, "C.UTF-8", "C.UTF-8", None, None, None)])
         self._insert("pgcat.pg_tablespace", [(1663, "pg_default", OWNER_OID, None, None)])
         self._insert("pgcat.pg_collation", [(100, "default", 11, OWNER_OID, "d", True, -1, None, None)])
+        self._insert("pgcat.pg_settings", [(key, value, None, "privsql", "", "user", "string", "default")
+                                           for key, (_, value) in DEFAULTS.items()])
         self._insert("infoschema.schemata", [(self.database, name, OWNER_NAME) for name in NAMESPACE_OIDS])
         types = []
         for t in pgt.BUILTIN:
@@ -265,6 +276,8 @@ def _rewrite_cast(node: exp.Cast) -> exp.Expression:
     base = name.removesuffix("_array_").removesuffix("[]").strip()
     if base in _REGCASTS and not is_array:
         kind = {"regprocedure": "regproc"}.get(base, base)
+        if isinstance(inner, exp.Parameter) and kind in ("regclass", "regtype", "regnamespace"):
+            return exp.Anonymous(this=f"pg_{kind}_oid", expressions=[inner])
         if isinstance(inner, exp.Literal) and inner.is_string:
             if kind in ("regproc", "regrole", "regoper"):
                 return exp.Literal.string(_literal_name(inner.this))
@@ -306,9 +319,13 @@ class Rewriter:
             return exp.Array(expressions=[exp.Literal.string("pg_catalog"), exp.Literal.string("public")])
         if name == "pg_backend_pid":
             return exp.Literal.number(s.process_id)
-        if name == "current_setting" and args and isinstance(args[0], exp.Literal):
+        if name == "current_setting" and args:
+            if not isinstance(args[0], exp.Literal):
+                return exp.Anonymous(this="pg_setting_value", expressions=[args[0]])
             value = s.settings.get(str(args[0].this).lower())
             return exp.Literal.string(value) if value is not None else exp.Null()
+        if name in ("json_build_object", "jsonb_build_object"):
+            return exp.Anonymous(this="json_object", expressions=args)
         if name in ("inet_server_addr", "inet_client_addr", "inet_server_port", "inet_client_port"):
             return exp.Null()
         return None
@@ -334,6 +351,11 @@ class Rewriter:
         if isinstance(node, exp.Anonymous):
             replaced = self._function(str(node.this).lower(), list(node.expressions))
             return replaced if replaced is not None else node
+        if isinstance(node, exp.Column) and node.args.get("db") is not None:
+            schema = {"pg_catalog": "pgcat", "information_schema": "infoschema"}.get(node.text("db").lower())
+            if schema:
+                node.set("db", exp.to_identifier(schema))
+            return node
         if isinstance(node, exp.Column) and not node.table and node.name.lower() in (
                 "current_user", "session_user", "current_catalog", "current_role", "user", "current_schema"):
             if not node.this.quoted:

@@ -123,13 +123,11 @@ class Executor:
 
     def describe(self, sql: str, params: list | None = None) -> list[Column]:
         """Result columns of a DP query: no data touched, nothing charged."""
-        if params is None:
-            cached = self._describe_cache.get(sql)
-            if cached is not None:
-                return list(cached)
+        cached = self._describe_cache.get(sql)
+        if cached is not None:
+            return list(cached)
         columns = wire_columns(_guard("describe", lambda: self.engine.describe(sql, params=params or None)))
-        if params is None:
-            self._describe_cache.put(sql, tuple(columns))
+        self._describe_cache.put(sql, tuple(columns))  # output columns depend on the text, not the values
         return columns
 
     # --------------------------------------------------------------- catalog
@@ -146,12 +144,11 @@ class Executor:
         """Answer a catalog or constant query from the shadow catalog."""
         assert plan.ast is not None
         sql = Rewriter(session).rewrite(plan.ast)
-        columns, rows = _guard("catalog query", lambda: self.catalog.run(sql, params))
+        try:
+            columns, rows = _guard("catalog query", lambda: self.catalog.run(sql, params))
+        except PrivsqlError as exc:
+            log.info("catalog query not answered (%s): %s -- rewritten: %s", exc.message, plan.sql, sql)
+            raise
         if plan.constant:
             self._constant_cache.put(plan.sql, (tuple(columns), tuple(rows)))
         return Outcome(rows_tag("SELECT", len(rows)), columns, rows)
-
-    def describe_catalog(self, plan: Plan, session: SessionValues) -> list[Column]:
-        """Columns of a catalog query, found by running it with NULL parameters (no data there)."""
-        outcome = self.run_catalog(plan, session, [None] * len(plan.param_types))
-        return outcome.columns or []

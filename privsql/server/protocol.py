@@ -434,19 +434,17 @@ class Connection:
         elif self.statements.pop(name, None) is None:
             raise _Error("26000", f'prepared statement "{name}" does not exist')
 
-    def _describe_plan(self, plan: Plan, params: list[Any] | None) -> Generator[Action, Any, list[Column] | None]:
+    def _describe_plan(self, plan: Plan, params: list[Any]) -> Generator[Action, Any, list[Column] | None]:
+        """Result columns without executing a DP query or spending budget."""
         if plan.kind == "empty":
             return None
         if plan.kind == "utility":
             assert plan.utility is not None
             return describe_utility(plan.utility)
-        if plan.kind == "catalog":
-            values = self._values()
-            return (yield from self._call(lambda: self.executor.describe_catalog(plan, values), "describe"))
-        if plan.kind == "explain":
-            outcome = yield from self._run(plan, params or [None] * len(plan.param_types))
+        if plan.kind in ("catalog", "explain"):  # free and data-free: run it and read the columns
+            outcome = yield from self._run(plan, params)
             return outcome.columns
-        return (yield from self._call(lambda: self.executor.describe(plan.sql, params), "describe"))
+        return (yield from self._call(lambda: self.executor.describe(plan.sql, params or None), "describe"))
 
     # ----------------------------------------------------------------- output
 
@@ -547,13 +545,20 @@ class Connection:
     def _describe(self, msg: m.Describe) -> Driver:
         if msg.kind == "S":
             stmt = self._statement(msg.name)
-            columns = yield from self._describe_plan(stmt.plan, None)
+            # the engine describes with stand-in values: no data is touched, nothing is charged
+            columns = yield from self._describe_plan(stmt.plan, pgt.placeholder_values(stmt.param_types))
             self._out += m.parameter_description([oid or pgt.TEXT.oid for oid in stmt.param_types])
             formats: tuple[int, ...] = (0,) * len(columns or [])
         else:
             portal = self._portal(msg.name)
             if portal.columns is None:
-                portal.columns = yield from self._describe_plan(portal.statement.plan, portal.params)
+                plan = portal.statement.plan
+                if plan.kind in ("catalog", "explain"):
+                    portal.outcome = yield from self._run(plan, portal.params)
+                    self._send_status(portal.outcome)
+                    portal.columns = portal.outcome.columns
+                else:
+                    portal.columns = yield from self._describe_plan(plan, portal.params)
             columns = portal.columns
             formats = _formats(portal.result_formats, len(columns or []), "result")
         if columns is None:

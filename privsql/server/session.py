@@ -72,6 +72,8 @@ DEFAULTS: dict[str, tuple[str, str]] = {
     "lc_ctype": ("lc_ctype", "C.UTF-8"),
     "geqo": ("geqo", "on"),
     "jit": ("jit", "off"),
+    "default_table_access_method": ("default_table_access_method", "heap"),
+    "max_index_keys": ("max_index_keys", "32"),
     "privsql.epsilon": ("privsql.epsilon", ""),
     "privsql.delta": ("privsql.delta", ""),
 }

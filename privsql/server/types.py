@@ -313,3 +313,14 @@ def decode_param(data: bytes | None, oid: int, binary: bool) -> Any:
     except (ValueError, struct.error, UnicodeDecodeError, ArithmeticError) as exc:
         kind = BY_OID[oid].name if oid in BY_OID else "text"
         raise InvalidParameter(f"invalid {'binary' if binary else 'text'} value for a parameter of type {kind}") from exc
+
+
+_PLACEHOLDERS: dict[int, Any] = {
+    BOOL.oid: False, INT2.oid: 0, INT4.oid: 0, INT8.oid: 0, OID.oid: 0, FLOAT4.oid: 0.0, FLOAT8.oid: 0.0,
+    NUMERIC.oid: Decimal(0), DATE.oid: _PG_EPOCH_DATE, TIMESTAMP.oid: _PG_EPOCH, TIMESTAMPTZ.oid: _PG_EPOCH_TZ,
+}
+
+
+def placeholder_values(oids: tuple[int, ...]) -> list[Any]:
+    """Stand-in parameter values of the right types, for describing a statement before Bind."""
+    return [_PLACEHOLDERS.get(oid, "") for oid in oids]

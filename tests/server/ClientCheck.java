@@ -3,7 +3,7 @@ import java.sql.*;
 /** Drives pgJDBC against the proxy; prints one line per check for the pytest to read. */
 public class ClientCheck {
     public static void main(String[] args) throws Exception {
-        String url = args[0], user = args[1], password = args[2], query = args[3], refused = args[4];
+        String url = args[0], user = args[1], password = args[2], query = args[3], refused = args[4], prepared = args[5];
         try (Connection conn = DriverManager.getConnection(url, user, password)) {
             try (Statement st = conn.createStatement(); ResultSet rs = st.executeQuery(query)) {
                 ResultSetMetaData md = rs.getMetaData();
@@ -19,11 +19,14 @@ public class ClientCheck {
             } catch (SQLException e) {
                 System.out.println("REFUSED " + e.getSQLState());
             }
-            try (PreparedStatement ps = conn.prepareStatement(query + " HAVING COUNT(*) > ?")) {
+            try (PreparedStatement ps = conn.prepareStatement(prepared)) {
                 for (int i = 0; i < 7; i++) {
-                    ps.setInt(1, -1);
+                    ps.setInt(1, 30 + i);
                     try (ResultSet rs = ps.executeQuery()) { rs.next(); System.out.println("PREPARED " + i + " " + rs.getObject(1)); }
                 }
+            }
+            try (Statement st = conn.createStatement(); ResultSet rs = st.executeQuery("SELECT 1")) {
+                rs.next(); System.out.println("AFTER " + rs.getInt(1));
             }
             DatabaseMetaData meta = conn.getMetaData();
             try (ResultSet rs = meta.getTables(null, null, "%", new String[]{"TABLE"})) {

@@ -220,6 +220,8 @@ def server(fake_engine: FakeEngine) -> Iterator[RunningServer]:
 def _real_engine(tmp: Path, verifier: str) -> Any:
     """The real engine on a temp copy of the sample config (temp budget store), or None if unavailable."""
     config = REPO / "config" / "privsql.yaml"
+    if os.environ.get("PRIVSQL_WIRE_FAKE_ENGINE"):
+        return None
     try:
         import yaml
         from privsql.engine import Engine
@@ -342,3 +344,18 @@ def error_fields_of(body: bytes) -> dict[str, str]:
         if part:
             fields[part[:1].decode()] = part[1:].decode()
     return fields
+
+
+def remaining(engine: Any, analyst: str) -> float:
+    """The analyst's remaining ε on the fake or the real engine."""
+    if isinstance(engine, FakeEngine):
+        return engine.config.analysts[analyst].epsilon - engine.spent[analyst]
+    return float(engine.budget(analyst).epsilon_remaining)
+
+
+#: every client test runs the same DP query, refusal and per-query ε
+DP_QUERY = "SELECT COUNT(*) AS n, AVG(income) AS avg_income FROM people"
+DP_COLUMNS = [("n", "int8"), ("avg_income", "float8")]
+PARAM_QUERY = "SELECT COUNT(*) AS n FROM people WHERE age > {}"
+REFUSED = "SELECT pid FROM people"
+EPSILON = "0.01"
