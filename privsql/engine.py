@@ -329,6 +329,8 @@ def _measure_text(m: Measure) -> str:
     clamp = f"clamped to [{m.clamp_lo:g}, {m.clamp_hi:g}]"
     if m.kind == "csum":
         return f"sum of ({arg} − {m.center:g}), {arg} {clamp}"
+    if m.kind == "csq":
+        return f"sum of ({arg} − {m.center:g})², {arg} {clamp}"
     return f"sum of {arg} {clamp}"
 
 
@@ -338,6 +340,8 @@ def _column_error(node: exp.Expression, plan: DPPlan) -> str:
     if isinstance(node, exp.AggFunc):
         out = plan.outputs[node.meta[AGG_META]]
         first = plan.measure(out.measures[0])
+        if out.func.startswith(("var", "stddev")):
+            return "computed from noisy centred sums of values and squares and a noisy count (post-processing)"
         if out.func == "avg":
             n = plan.measure(out.measures[1])
             return (f"AVG = {first.center:g} + noisy centred sum / noisy count: 95% error ≈ ±{first.ci95:.4g}/N "

@@ -66,26 +66,45 @@ def _agg_formula(out: OutputAgg, plan: DPPlan) -> exp.Expression:
         elif out.upper is not None and out.upper <= 0:
             value = exp.func("least", value, exp.Literal.number(0))
         return exp.cast(exp.func("round", value), "BIGINT") if out.integral else value
-    # avg: center + noisy centred sum / noisy count, post-processed into [lower, upper]
-    center = plan.measure(out.measures[0]).center
-    mean = exp.Add(this=_double(center),
-                   expression=exp.Div(this=cols[0], expression=exp.func("greatest", cols[1], exp.Literal.number(1))))
-    return exp.func("least", exp.func("greatest", mean, _double(out.lower)),
-                    _double(out.upper))
+    count = exp.func("greatest", cols[-1], _double(1))
+    mean_c = exp.Div(this=cols[0], expression=count)
+    if out.func == "avg":  # center + noisy centred sum / noisy count, post-processed into [lower, upper]
+        center = plan.measure(out.measures[0]).center
+        mean = exp.Add(this=_double(center), expression=mean_c)
+        return exp.func("least", exp.func("greatest", mean, _double(out.lower)), _double(out.upper))
+    return _variance_formula(out, cols, count, mean_c)
 
 
-def _ci_formula(out: OutputAgg, plan: DPPlan, formula: exp.Expression) -> exp.Expression:
+def _variance_formula(out: OutputAgg, cols: list[exp.Expression], count: exp.Expression,
+                      mean_c: exp.Expression) -> exp.Expression:
+    """VAR/STDDEV from noisy centred sums: E[y²] − E[y]², post-processed into [0, ((upper − lower)/2)²]."""
+    assert out.lower is not None and out.upper is not None
+    limit = ((out.upper - out.lower) / 2) ** 2
+    second = exp.Div(this=cols[1], expression=count.copy())
+    var_pop = exp.Sub(this=second, expression=exp.Mul(this=mean_c, expression=mean_c.copy()))
+    if out.func in ("var_samp", "stddev_samp"):
+        var_pop = exp.Div(this=exp.Mul(this=var_pop, expression=count.copy()),
+                          expression=exp.func("greatest", exp.Sub(this=count.copy(), expression=_double(1)),
+                                              _double(1)))
+    variance = exp.func("least", exp.func("greatest", var_pop, _double(0)), _double(limit))
+    return exp.func("sqrt", variance) if out.func.startswith("stddev") else variance
+
+
+def _ci_formula(out: OutputAgg, plan: DPPlan, formula: exp.Expression) -> exp.Expression | None:
+    """Per-cell 95% CI half-width: exact for counts and sums; for AVG a delta-method
+    approximation; None for variances (no simple closed form is claimed)."""
     measures = [plan.measure(n) for n in out.measures]
-    if out.func != "avg":
+    if out.func in ("count", "count_expr", "count_units", "sum"):
         return _double(measures[0].ci95)
+    if out.func != "avg":
+        return None
     s, n = measures
     # delta method: Var(S/N) ≈ (Var S + mean_c² Var N) / N², with CIs in place of σ (approximate)
     centred = exp.Sub(this=formula.copy(), expression=_double(s.center))
     spread = exp.Add(this=_double(s.ci95 ** 2),
                      expression=exp.Mul(this=exp.Mul(this=centred, expression=centred.copy()),
                                         expression=_double(n.ci95 ** 2)))
-    return exp.Div(this=exp.func("sqrt", spread), expression=exp.func("greatest", exp.column(n.name),
-                                                                       exp.Literal.number(1)))
+    return exp.Div(this=exp.func("sqrt", spread), expression=exp.func("greatest", exp.column(n.name), _double(1)))
 
 
 def build_output_query(query: CheckedQuery, plan: DPPlan) -> tuple[exp.Select, list[int]]:
@@ -112,8 +131,7 @@ def build_output_query(query: CheckedQuery, plan: DPPlan) -> tuple[exp.Select, l
         new = inner.transform(replace)
         items.append(new.as_(name, quoted=True))
         if isinstance(inner, exp.AggFunc):
-            idx = inner.meta[AGG_META]
-            ci_items.append(_ci_formula(plan.outputs[idx], plan, new))
+            ci_items.append(_ci_formula(plan.outputs[inner.meta[AGG_META]], plan, new))
         else:
             ci_items.append(None)
     hidden = []
@@ -198,7 +216,10 @@ def column_accuracy(columns: list[OutputColumn], ci_index: list[int], cis: list[
             m = plan.measure(agg.measures[0])
             values = [c[pos] for c in cis if c[pos] is not None]
             ci = float(np.median(values)) if values else m.ci95
-            out.append(ColumnAccuracy(col.name, "laplace", m.scale * m.unit, ci, approximate=agg.func == "avg"))
+            if agg.func in ("count", "count_expr", "count_units", "sum", "avg"):
+                out.append(ColumnAccuracy(col.name, "laplace", m.scale * m.unit, ci, approximate=agg.func == "avg"))
+            else:
+                out.append(ColumnAccuracy(col.name, "post-processing"))
         elif inner.find(exp.AggFunc):
             out.append(ColumnAccuracy(col.name, "post-processing"))
         else:

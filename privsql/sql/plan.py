@@ -38,7 +38,8 @@ MAX_DOMAIN_CELLS = 100_000
 class Measure:
     """One noisy partial aggregate per group.
 
-    kind: 'rows' | 'nonnull' | 'sum' | 'csum' (sum of value − center) | 'units'.
+    kind: 'rows' | 'nonnull' | 'sum' | 'csum' (sum of value − center) | 'csq' (sum of
+    (value − center)²) | 'units'.
     ``person_lo``/``person_hi`` bound one person's contribution to one group
     (enforced in SQL); ``unit`` is the fixed-point grid (1 for counts).
     """
@@ -66,7 +67,7 @@ class Measure:
 class OutputAgg:
     """How one aggregate call is computed from noisy measures."""
 
-    func: str  # 'count', 'count_expr', 'sum', 'avg', 'count_units'
+    func: str  # 'count', 'count_expr', 'sum', 'avg', 'var_*', 'stddev_*', 'count_units'
     measures: tuple[str, ...]  # names of the measures it reads
     integral: bool
     lower: float | None  # the clamping interval of the argument (avg post-processing)
@@ -178,8 +179,10 @@ def build_plan(query: CheckedQuery, *, epsilon: float, delta: float, defaults: D
             names = (need("nonnull", call.arg),)
         elif call.func == "sum":
             names = (need("sum", call.arg, lo, hi),)
-        else:  # avg
+        elif call.func == "avg":
             names = (need("csum", call.arg, lo, hi), need("nonnull", call.arg))
+        else:  # variance / standard deviation
+            names = (need("csum", call.arg, lo, hi), need("csq", call.arg, lo, hi), need("nonnull", call.arg))
         outputs.append(OutputAgg(call.func, names, bool(info and info.integral), lo, hi))
     threshold_measure = need("units", None) if needs_threshold else None
 
@@ -190,7 +193,7 @@ def build_plan(query: CheckedQuery, *, epsilon: float, delta: float, defaults: D
         person_lo, person_hi, bound = _person_bound(spec, rows)
         unit = 1.0 if spec["kind"] in ("rows", "nonnull", "units") or bound == 0 else bound / 2**GRID_BITS
         sens = groups * (bound / unit) if bound else 0.0
-        center = (spec["lo"] + spec["hi"]) / 2 if spec["kind"] == "csum" else 0.0
+        center = (spec["lo"] + spec["hi"]) / 2 if spec["kind"] in ("csum", "csq") else 0.0
         scale = laplace_scale(sens, eps) if sens > 0 else 0.0
         measures.append(Measure(spec["name"], spec["kind"], spec["arg"], spec["lo"], spec["hi"], center,
                                 person_lo, person_hi, unit, sens, eps, scale))
@@ -215,5 +218,8 @@ def _person_bound(spec: dict[str, Any], rows: int) -> tuple[float, float, float]
     if kind == "csum":
         half = (hi - lo) / 2
         return -rows * half, rows * half, rows * half
+    if kind == "csq":
+        square = ((hi - lo) / 2) ** 2
+        return 0.0, rows * square, rows * square
     plo, phi = min(0.0, rows * lo), max(0.0, rows * hi)
     return plo, phi, max(abs(plo), abs(phi))

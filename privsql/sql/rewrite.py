@@ -102,6 +102,17 @@ def prepare_row_expr(expr: exp.Expression, table: TableMeta, target: SqlTarget) 
     return expr
 
 
+def _row_value(m: Measure, a: exp.Expression) -> exp.Expression:
+    """The clamped per-row value a sum-like measure adds up."""
+    assert m.clamp_lo is not None and m.clamp_hi is not None
+    value = clamp(a, m.clamp_lo, m.clamp_hi)
+    if m.kind in ("csum", "csq"):
+        value = exp.Sub(this=value, expression=_num(m.center))
+    if m.kind == "csq":
+        value = exp.Pow(this=exp.paren(value), expression=exp.Literal.number(2))
+    return value
+
+
 def _per_person_parts(m: Measure, arg: str | None) -> list[exp.Expression]:
     """Raw per-(person, group) aggregates a measure needs, named after the measure."""
     if m.kind == "rows":
@@ -111,11 +122,8 @@ def _per_person_parts(m: Measure, arg: str | None) -> list[exp.Expression]:
     a = exp.column(arg) if arg else None
     if m.kind == "nonnull":
         return [exp.Count(this=a).as_(f"{m.name}_n")]
-    assert a is not None and m.clamp_lo is not None and m.clamp_hi is not None
-    value = clamp(a, m.clamp_lo, m.clamp_hi)
-    if m.kind == "csum":
-        value = exp.Sub(this=value, expression=_num(m.center))
-    return [exp.Sum(this=value).as_(f"{m.name}_s"), exp.Count(this=a.copy()).as_(f"{m.name}_n")]
+    assert a is not None
+    return [exp.Sum(this=_row_value(m, a)).as_(f"{m.name}_s"), exp.Count(this=a.copy()).as_(f"{m.name}_n")]
 
 
 def _person_contribution(m: Measure, max_rows: int) -> exp.Expression:
@@ -145,11 +153,7 @@ def _per_row_measure(m: Measure, arg: exp.Expression | None) -> exp.Expression:
     assert arg is not None
     if m.kind == "nonnull":
         return exp.Count(this=arg)
-    assert m.clamp_lo is not None and m.clamp_hi is not None
-    value = clamp(arg, m.clamp_lo, m.clamp_hi)
-    if m.kind == "csum":
-        value = exp.Sub(this=value, expression=_num(m.center))
-    return exp.Sum(this=_fixed(value, m.unit))
+    return exp.Sum(this=_fixed(_row_value(m, arg), m.unit))
 
 
 def _domain_filter(plan: DPPlan, key_exprs: list[exp.Expression]) -> exp.Expression | None:

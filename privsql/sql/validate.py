@@ -18,7 +18,11 @@ from privsql.errors import PrivacyRefused, UndefinedColumn, UndefinedTable, Unsu
 from privsql.sql.rowexpr import BOOL, NULL, NUM, RowExprChecker, RowInfo, literal_number, snippet
 
 AGG_META = "privsql_agg"
-SUPPORTED_AGGREGATES = "COUNT(*), COUNT(col), COUNT(DISTINCT <privacy unit>), SUM, AVG"
+SUPPORTED_AGGREGATES = ("COUNT(*), COUNT(col), COUNT(DISTINCT <privacy unit>), SUM, AVG, VAR_SAMP/VARIANCE, VAR_POP, "
+                        "STDDEV/STDDEV_SAMP, STDDEV_POP")
+#: bounded numeric aggregates: sqlglot node → privsql function name
+_BOUNDED_AGGREGATES = {exp.Sum: "sum", exp.Avg: "avg", exp.Variance: "var_samp", exp.VariancePop: "var_pop",
+                       exp.Stddev: "stddev_samp", exp.StddevSamp: "stddev_samp", exp.StddevPop: "stddev_pop"}
 
 # nodes allowed in the post-processing part of a query (SELECT list, HAVING, ORDER BY),
 # which is evaluated on noisy aggregates only, in an isolated in-memory engine
@@ -38,8 +42,8 @@ _WRITE_NODES = (exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.Create, exp.D
 class AggCall:
     """One distinct aggregate call of the query.
 
-    func: 'count' (rows, arg None), 'count_expr', 'sum', 'avg', 'count_units'
-    (COUNT(DISTINCT <privacy unit>)). ``arg`` is the row expression (qualifiers
+    func: 'count' (rows, arg None), 'count_expr', 'sum', 'avg', 'var_samp', 'var_pop',
+    'stddev_samp', 'stddev_pop', 'count_units' (COUNT(DISTINCT <privacy unit>)). ``arg`` is the row expression (qualifiers
     stripped), ``info`` its kind and derived clamping interval.
     """
 
@@ -185,10 +189,11 @@ class _AggregateCollector:
                 raise PrivacyRefused(f"nested aggregates are not allowed: {label}")
         if isinstance(node, exp.Count):
             return self._count(node, label)
-        if isinstance(node, (exp.Sum, exp.Avg)):
+        func = _BOUNDED_AGGREGATES.get(type(node))
+        if func is not None:
             arg = node.this
             if isinstance(arg, exp.Distinct):
-                raise UnsupportedQuery(f"{type(node).__name__.upper()}(DISTINCT ...) is not supported")
+                raise UnsupportedQuery(f"{func.upper()}(DISTINCT ...) is not supported")
             info = RowExprChecker(self.scope.resolve, context=label).check(arg)
             if info.kind not in (NUM, NULL):
                 raise PrivacyRefused(f"{label} needs a numeric argument, not {info.kind}")
@@ -196,7 +201,6 @@ class _AggregateCollector:
                 cols = sorted({c.name for c in arg.find_all(exp.Column)})
                 raise PrivacyRefused(f"{label} cannot be bounded: declare lower and upper for column(s) "
                                      f"{', '.join(cols) or '?'} in the config (bounds are never taken from the data)")
-            func = "sum" if isinstance(node, exp.Sum) else "avg"
             stripped = strip_qualifiers(arg)
             return AggCall(func, stripped, info, f"{func}({stripped.sql()})")
         name = node.sql_name() if not isinstance(node, exp.Anonymous) else node.name.upper()
