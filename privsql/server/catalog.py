@@ -401,7 +401,8 @@ def output_name(node: exp.Expression) -> str:
         return {exp.CurrentDatabase: "current_database", exp.CurrentSchema: "current_schema",
                 exp.CurrentUser: "current_user", exp.SessionUser: "session_user"}[type(node)]
     if isinstance(node, exp.Func):
-        return node.sql_name().lower()
+        name = node.sql_name().lower()
+        return {"current_version": "version"}.get(name, name)
     return "?column?"
 
 
