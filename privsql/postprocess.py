@@ -9,33 +9,19 @@ there too. The expressions were allow-listed by ``validate``.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Any
 
-import duckdb
 import numpy as np
 from sqlglot import exp
 
+from privsql.isolated_duckdb import duckdb_type_name, isolated_connection
 from privsql.results import ColumnAccuracy, OutputColumn
 from privsql.sql.plan import DPPlan, OutputAgg
 from privsql.sql.validate import AGG_META, CheckedQuery, output_name, strip_qualifiers
 
 _KEY_SQL_TYPES = {"int": "BIGINT", "float": "DOUBLE", "text": "VARCHAR", "bool": "BOOLEAN", "date": "DATE",
                   "timestamp": "TIMESTAMP", "num": "DOUBLE"}
-
-_local = threading.local()
-
-
-def _connection() -> duckdb.DuckDBPyConnection:
-    con = getattr(_local, "con", None)
-    if con is None:
-        con = duckdb.connect(":memory:")
-        con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
-        _local.con = con
-    return con
-
 
 @dataclass
 class NoisyTable:
@@ -172,7 +158,7 @@ def run_output_query(sql_tree: exp.Select, ci_index: list[int], plan: DPPlan,
     measure_cols = ", ".join(f'"{m}"' for m in table.measures) or "__empty"
     inner = f"SELECT {casts + ', ' if casts else ''}{measure_cols} FROM __noisy_raw"
     sql = f"WITH __noisy AS ({inner}) {sql_tree.sql(dialect='duckdb')}"
-    cur = _connection().cursor()
+    cur = isolated_connection().cursor()
     try:
         cur.register("__noisy_raw", data)
         result = cur.execute(sql)
@@ -184,24 +170,6 @@ def run_output_query(sql_tree: exp.Select, ci_index: list[int], plan: DPPlan,
     columns = [OutputColumn(d[0], duckdb_type_name(d[1])) for d in desc[:visible]]
     cis = [tuple(r[j] if j >= 0 else None for j in ci_index) for r in rows]
     return columns, [tuple(r[:visible]) for r in rows], cis
-
-
-def duckdb_type_name(t: Any) -> str:
-    """DuckDB type → privsql output type name."""
-    s = str(t).upper()
-    if s in ("BIGINT", "INTEGER", "SMALLINT", "TINYINT", "HUGEINT", "UBIGINT", "UINTEGER", "USMALLINT", "UTINYINT"):
-        return "bigint"
-    if s in ("DOUBLE", "FLOAT", "REAL"):
-        return "double"
-    if s.startswith("DECIMAL"):
-        return "numeric"
-    if s == "BOOLEAN":
-        return "boolean"
-    if s == "DATE":
-        return "date"
-    if s.startswith("TIMESTAMP"):
-        return "timestamp"
-    return "text"
 
 
 def column_accuracy(columns: list[OutputColumn], ci_index: list[int], cis: list[tuple],

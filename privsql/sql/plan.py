@@ -28,6 +28,8 @@ from privsql.accounting.dp_math import split_epsilon
 from privsql.config import Defaults, TableMeta
 from privsql.errors import InvalidParameter, PrivacyRefused
 from privsql.mechanisms import laplace_ci_halfwidth, laplace_scale, laplace_threshold
+from privsql.sql.domains import column_domain, expression_domain
+from privsql.sql.prepare import DUCKDB_TARGET, prepare_row_expr
 from privsql.sql.validate import CheckedQuery
 
 GRID_BITS = 30  # per-person sum contributions are rounded to 2^-30 of their bound
@@ -122,8 +124,12 @@ def _effective_groups(table: TableMeta, keys: list[KeyPlan]) -> tuple[int, bool]
 def _key_plans(query: CheckedQuery) -> list[KeyPlan]:
     keys = []
     for k in query.keys:
-        domain = k.column.values if k.column is not None else None
-        ktype = k.column.type if k.column is not None else ("float" if k.info.kind == "num" else k.info.kind)
+        if k.column is not None:
+            domain, ktype = column_domain(k.column), k.column.type
+        else:
+            ktype = "float" if k.info.kind == "num" else k.info.kind
+            derived = expression_domain(k.expr, prepare_row_expr(k.expr, query.table, DUCKDB_TARGET), query.table)
+            domain, ktype = derived if derived is not None else (None, ktype)
         keys.append(KeyPlan(name=k.name, expr=k.expr, type=ktype, domain=domain))
     size = math.prod(len(k.domain) for k in keys if k.domain is not None) if keys else 1
     if all(k.domain is not None for k in keys) and size > MAX_DOMAIN_CELLS:

@@ -23,36 +23,10 @@ ordering, so privacy never depends on it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from sqlglot import exp
 
-from privsql.config import TableMeta
 from privsql.sql.plan import DPPlan, Measure
-
-ARITH_NODES = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.Neg, exp.Abs, exp.Round, exp.Floor, exp.Ceil,
-               exp.Least, exp.Greatest)
-COMPARE_NODES = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ, exp.NullSafeNEQ)
-
-
-@dataclass(frozen=True)
-class SqlTarget:
-    """What the rewrite needs to know about a backend's SQL."""
-
-    dialect: str  # sqlglot dialect name
-    safe_numeric: str  # a type in which + - * / of bounded literals cannot raise (DOUBLE / NUMERIC)
-    hash_function: str  # 'duckdb' | 'postgres' | 'spark'
-
-    def order_hash(self, values: list[exp.Expression], salt: int) -> exp.Expression:
-        """A per-query pseudo-random order of a person's groups, keyed by the secret salt."""
-        if self.hash_function == "postgres":
-            text = exp.func("concat_ws", exp.Literal.string("\x1f"),
-                            *[exp.cast(v, "TEXT") for v in values])
-            return exp.func("hashtextextended", text, exp.Literal.number(salt & 0x7FFFFFFFFFFFFFFF))
-        if self.hash_function == "spark":
-            return exp.func("xxhash64", *values, exp.Literal.number(salt & 0x7FFFFFFFFFFFFFFF))
-        return exp.func("hash", *values, exp.Literal.number(salt & 0x7FFFFFFFFFFFFFFF))
-
+from privsql.sql.prepare import SqlTarget, prepare_row_expr
 
 def _num(v: float) -> exp.Expression:
     if float(v).is_integer() and abs(v) < 2**62:
@@ -81,25 +55,6 @@ def _fixed(e: exp.Expression, unit: float) -> exp.Expression:
     if unit == 1.0:
         return exp.cast(exp.func("round", e), "BIGINT")
     return exp.cast(exp.func("round", exp.Div(this=exp.paren(e), expression=_num(unit))), "BIGINT")
-
-
-def prepare_row_expr(expr: exp.Expression, table: TableMeta, target: SqlTarget) -> exp.Expression:
-    """Make a checked row expression safe to run: numeric columns inside arithmetic are
-    evaluated in the backend's non-overflowing type, numeric literals compared with text
-    columns become text literals."""
-    expr = expr.copy()
-    for col in list(expr.find_all(exp.Column)):
-        meta = table.columns.get(col.name)
-        if meta is not None and meta.is_numeric and isinstance(col.parent, ARITH_NODES):
-            col.replace(exp.cast(col.copy(), target.safe_numeric))
-    for node in list(expr.find_all(*COMPARE_NODES, exp.In)):
-        operands = [node.this] + (node.expressions if isinstance(node, exp.In) else [node.expression])
-        if any(isinstance(o, exp.Column) and table.columns.get(o.name) is not None
-               and table.columns[o.name].type == "text" for o in operands):
-            for o in operands:
-                if isinstance(o, exp.Literal) and not o.is_string:
-                    o.replace(exp.Literal.string(o.this))
-    return expr
 
 
 def _row_value(m: Measure, a: exp.Expression) -> exp.Expression:

@@ -1,0 +1,62 @@
+"""Row expressions made safe to run on a backend, and what the rewrite needs to know of its SQL.
+
+``prepare_row_expr`` is applied to every checked row expression (WHERE, keys,
+aggregate arguments) before it reaches a backend: numeric columns inside
+arithmetic are evaluated in a type that cannot overflow on that backend
+(DOUBLE in DuckDB/Spark, NUMERIC in PostgreSQL), and number literals compared
+with text columns become text literals, so no row can make the query fail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlglot import exp
+
+from privsql.config import TableMeta
+
+ARITH_NODES = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.Neg, exp.Abs, exp.Round, exp.Floor, exp.Ceil,
+               exp.Least, exp.Greatest)
+COMPARE_NODES = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ, exp.NullSafeNEQ)
+
+
+@dataclass(frozen=True)
+class SqlTarget:
+    """What the rewrite needs to know about a backend's SQL."""
+
+    dialect: str  # sqlglot dialect name
+    safe_numeric: str  # a type in which + - * / of bounded literals cannot raise (DOUBLE / NUMERIC)
+    hash_function: str  # 'duckdb' | 'postgres' | 'spark'
+
+    def order_hash(self, values: list[exp.Expression], salt: int) -> exp.Expression:
+        """A per-query pseudo-random order of a person's groups, keyed by the secret salt."""
+        if self.hash_function == "postgres":
+            text = exp.func("concat_ws", exp.Literal.string("\x1f"),
+                            *[exp.cast(v, "TEXT") for v in values])
+            return exp.func("hashtextextended", text, exp.Literal.number(salt & 0x7FFFFFFFFFFFFFFF))
+        if self.hash_function == "spark":
+            return exp.func("xxhash64", *values, exp.Literal.number(salt & 0x7FFFFFFFFFFFFFFF))
+        return exp.func("hash", *values, exp.Literal.number(salt & 0x7FFFFFFFFFFFFFFF))
+
+
+
+def prepare_row_expr(expr: exp.Expression, table: TableMeta, target: SqlTarget) -> exp.Expression:
+    """Make a checked row expression safe to run: numeric columns inside arithmetic are
+    evaluated in the backend's non-overflowing type, numeric literals compared with text
+    columns become text literals."""
+    expr = expr.copy()
+    for col in list(expr.find_all(exp.Column)):
+        meta = table.columns.get(col.name)
+        if meta is not None and meta.is_numeric and isinstance(col.parent, ARITH_NODES):
+            col.replace(exp.cast(col.copy(), target.safe_numeric))
+    for node in list(expr.find_all(*COMPARE_NODES, exp.In)):
+        operands = [node.this] + (node.expressions if isinstance(node, exp.In) else [node.expression])
+        if any(isinstance(o, exp.Column) and table.columns.get(o.name) is not None
+               and table.columns[o.name].type == "text" for o in operands):
+            for o in operands:
+                if isinstance(o, exp.Literal) and not o.is_string:
+                    o.replace(exp.Literal.string(o.this))
+    return expr
+
+
+DUCKDB_TARGET = SqlTarget(dialect="duckdb", safe_numeric="DOUBLE", hash_function="duckdb")
