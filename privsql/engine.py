@@ -25,11 +25,12 @@ from typing import Any
 import numpy as np
 from sqlglot import exp
 
-from privsql.accounting import BudgetStore, Cost, LedgerEntry, Limits, open_store
+from privsql.accounting import BudgetStore, Cost, LedgerEntry, open_store
+from privsql.accounting.policy import limits_for, mechanism_for, standing
 from privsql.backends.base import Backend
 from privsql.config import AnalystConfig, Config, load_config
 from privsql.errors import PrivsqlError, UnknownAnalyst
-from privsql.mechanisms import add_laplace_noise
+from privsql.mechanisms import add_gaussian_noise, add_laplace_noise
 from privsql.postprocess import NoisyTable, build_output_query, column_accuracy, run_output_query
 from privsql.result_cache import cache_key, decode_result, encode_result
 from privsql.results import OutputColumn, PrivacyReport, QueryResult
@@ -62,9 +63,11 @@ class BudgetStatus:
     analyst: str
     epsilon_total: float
     delta_total: float
-    epsilon_spent: float
+    epsilon_spent: float  # for zCDP analysts: the ε of the total ρ (tight conversion)
     delta_spent: float
     queries: int
+    accounting: str = "pure"
+    rho_spent: float = 0.0
 
     @property
     def epsilon_remaining(self) -> float:
@@ -124,19 +127,17 @@ class Engine:
             raise UnknownAnalyst(f"unknown analyst {name!r}: analysts are declared in the config")
         return a
 
-    @staticmethod
-    def limits(analyst: AnalystConfig) -> Limits:
-        return Limits(epsilon=analyst.epsilon, delta=analyst.delta)
-
     def prepare(self, sql: str, *, params: Sequence[Any] | Mapping[str, Any] | None = None,
-                epsilon: float | None = None, delta: float | None = None) -> PreparedQuery:
-        """Parse, check and plan a query. Touches neither the data nor the budget."""
+                epsilon: float | None = None, delta: float | None = None,
+                analyst: AnalystConfig | None = None) -> PreparedQuery:
+        """Parse, check and plan a query (with the analyst's mechanism). Touches neither data nor budget."""
         tree = bind_parameters(parse_statement(sql), params)
         checked = check_query(tree, self.config)
         eps = self.config.defaults.epsilon if epsilon is None else float(epsilon)
         if delta is None:
             delta = self.config.defaults.delta or DEFAULT_THRESHOLD_DELTA
-        plan = build_plan(checked, epsilon=eps, delta=float(delta), defaults=self.config.defaults)
+        plan = build_plan(checked, epsilon=eps, delta=float(delta), defaults=self.config.defaults,
+                          mechanism=mechanism_for(analyst))
         return PreparedQuery(sql=tree.sql(dialect="postgres"), checked=checked, plan=plan)
 
     def backend_sql(self, prepared: PreparedQuery, salt: int = 0) -> str:
@@ -154,7 +155,7 @@ class Engine:
         normalised SQL, ε, δ and plan) returns the earlier answer for free.
         """
         who = self.analyst(analyst)
-        prepared = self.prepare(sql, params=params, epsilon=epsilon, delta=delta)
+        prepared = self.prepare(sql, params=params, epsilon=epsilon, delta=delta, analyst=who)
         plan = prepared.plan
         plan_sql = self.backend_sql(prepared)
         key = cache_key(prepared.sql, plan_sql, plan.epsilon, plan.delta) if self.cache_enabled else None
@@ -163,8 +164,9 @@ class Engine:
             if cached is not None:
                 return cached
         backend_sql = self.backend_sql(prepared, salt=secrets.randbits(63)) if plan.bound_groups else plan_sql
-        ledger_id = self.store.reserve(who.name, Cost(epsilon=plan.epsilon, delta=plan.delta), self.limits(who),
-                                       sql_hash=prepared.sql_hash, sql_text=prepared.sql)
+        cost = Cost(epsilon=0.0 if plan.mechanism == "gaussian" else plan.epsilon, delta=plan.delta, rho=plan.rho)
+        ledger_id = self.store.reserve(who.name, cost, limits_for(who), sql_hash=prepared.sql_hash,
+                                       sql_text=prepared.sql)
         try:
             exact = self.backend.run(backend_sql, timeout=self.query_timeout)
             noisy = release(plan, exact)
@@ -175,14 +177,14 @@ class Engine:
             self.store.finish(ledger_id, "failed")
             raise
         self.store.finish(ledger_id, "answered")
-        spent = self.store.spent(who.name)
+        now = standing(who, self.store.spent(who.name))
         report = PrivacyReport(
             analyst=who.name, epsilon=plan.epsilon, delta=plan.delta,
-            epsilon_remaining=max(0.0, who.epsilon - spent.epsilon),
-            delta_remaining=max(0.0, who.delta - spent.delta),
+            epsilon_remaining=now.epsilon_remaining, delta_remaining=now.delta_remaining,
             columns=column_accuracy(columns, ci_index, cis, prepared.checked, plan),
         )
         notice = (f"privsql: spent ε={plan.epsilon:g}" + (f", δ={plan.delta:g}" if plan.delta else "")
+                  + (f" (ρ={plan.rho:.4g}, zCDP)" if plan.rho else "")
                   + f"; remaining ε={report.epsilon_remaining:.6g}, δ={report.delta_remaining:.3g}")
         result = QueryResult(columns=columns, rows=rows, privacy=report, notices=[notice], cell_ci=cis)
         if key is not None:
@@ -197,9 +199,9 @@ class Engine:
         if blob is None:
             return None
         try:
-            spent = self.store.spent(who.name)
-            result = decode_result(blob, analyst=who.name, epsilon_remaining=max(0.0, who.epsilon - spent.epsilon),
-                                   delta_remaining=max(0.0, who.delta - spent.delta))
+            now = standing(who, self.store.spent(who.name))
+            result = decode_result(blob, analyst=who.name, epsilon_remaining=now.epsilon_remaining,
+                                   delta_remaining=now.delta_remaining)
         except (ValueError, KeyError, TypeError):
             return None  # an unreadable entry is ignored: the query is answered (and charged) afresh
         self.store.record_free(who.name, sql_hash=prepared.sql_hash, sql_text=prepared.sql, outcome="cached")
@@ -218,16 +220,17 @@ class Engine:
                 delta: float | None = None, params: Sequence[Any] | Mapping[str, Any] | None = None) -> QueryResult:
         """The DP plan as rows (item, detail): cost, noise and expected 95% error per column, the
         backend SQL. Spends nothing and reads no data."""
-        if analyst is not None:
-            self.analyst(analyst)
-        prepared = self.prepare(sql, params=params, epsilon=epsilon, delta=delta)
+        who = self.analyst(analyst) if analyst is not None else None
+        prepared = self.prepare(sql, params=params, epsilon=epsilon, delta=delta, analyst=who)
         rows = explain_rows(prepared, self.describe(sql, params=params), self.backend_sql(prepared))
         return QueryResult(columns=[OutputColumn("item", "text"), OutputColumn("detail", "text")], rows=rows)
 
     def budget(self, analyst: str) -> BudgetStatus:
         who = self.analyst(analyst)
         spent = self.store.spent(who.name)
-        return BudgetStatus(who.name, who.epsilon, who.delta, spent.epsilon, spent.delta, spent.queries)
+        now = standing(who, spent)
+        return BudgetStatus(who.name, who.epsilon, who.delta, now.epsilon_spent, now.delta_spent, spent.queries,
+                            who.accounting, now.rho_spent)
 
     def ledger(self, analyst: str | None = None, limit: int = 20) -> list[LedgerEntry]:
         if analyst is not None:
@@ -258,6 +261,13 @@ def _as_int(value: Any) -> int:
     return int(value)  # Decimal from PostgreSQL NUMERIC sums: exact integers
 
 
+def add_noise(plan: DPPlan, values: np.ndarray, scale: float) -> np.ndarray:
+    """The plan's mechanism on one vector of exact integers (one vectorised call)."""
+    if plan.mechanism == "gaussian":
+        return add_gaussian_noise(values, scale)
+    return add_laplace_noise(values, scale)
+
+
 def release(plan: DPPlan, exact_rows: list[tuple[Any, ...]]) -> NoisyTable:
     """Add noise to the exact measures and decide which groups are released.
 
@@ -282,7 +292,7 @@ def release(plan: DPPlan, exact_rows: list[tuple[Any, ...]]) -> NoisyTable:
             len(exact_rows), len(names))
         t = names.index(plan.threshold_measure)  # type: ignore[arg-type]
         m = plan.measures[t]
-        noisy_people = add_laplace_noise(exact[:, t], m.scale)
+        noisy_people = add_noise(plan, exact[:, t], m.scale)
         keep = noisy_people >= plan.threshold
         exact = exact[keep]
         exact[:, t] = noisy_people[keep]
@@ -291,7 +301,7 @@ def release(plan: DPPlan, exact_rows: list[tuple[Any, ...]]) -> NoisyTable:
     for j, m in enumerate(plan.measures):
         column = exact[:, j]
         if m.name != plan.threshold_measure or domain is not None:
-            column = add_laplace_noise(column, m.scale) if m.scale > 0 else column
+            column = add_noise(plan, column, m.scale) if m.scale > 0 else column
         measures[m.name] = column.astype(np.float64) * m.unit
     key_columns = [[None if k[i] is None else str(k[i]) for k in keys] for i in range(nkeys)]
     return NoisyTable(keys=key_columns, measures=measures)
@@ -299,7 +309,8 @@ def release(plan: DPPlan, exact_rows: list[tuple[Any, ...]]) -> NoisyTable:
 
 def explain_rows(prepared: PreparedQuery, columns: list[OutputColumn], backend_sql: str) -> list[tuple[str, str]]:
     plan = prepared.plan
-    rows = [("cost", f"ε = {plan.epsilon:g}, δ = {plan.delta:g}")]
+    rows = [("cost", f"ε = {plan.epsilon:g}, δ = {plan.delta:g}"
+             + (f" (charged as ρ = {plan.rho:.4g} under zCDP)" if plan.rho else ""))]
     rows.append(("privacy unit", f"{plan.table.privacy_unit} (table {plan.table.name}); a person counts in at most "
                  f"{plan.max_groups} group(s) with at most {plan.max_rows} row(s) each"))
     if plan.keys:
@@ -308,7 +319,8 @@ def explain_rows(prepared: PreparedQuery, columns: list[OutputColumn], backend_s
         rows.append(("groups", "; ".join(desc)))
     for m in plan.measures:
         what = _measure_text(m)
-        noise = (f"Laplace scale {m.scale * m.unit:.4g}, ε = {m.epsilon:.4g}, 95% error ±{m.ci95:.4g}"
+        budget = f"ρ = {m.epsilon:.4g}" if m.mechanism == "gaussian" else f"ε = {m.epsilon:.4g}"
+        noise = (f"{m.mechanism.capitalize()} scale {m.scale * m.unit:.4g}, {budget}, 95% error ±{m.ci95:.4g}"
                  if m.scale > 0 else "no noise needed (data-independent)")
         rows.append((f"measure {m.name}", f"{what}: {noise}"))
     for col, item in zip(columns, prepared.checked.select.expressions):
@@ -346,7 +358,7 @@ def _column_error(node: exp.Expression, plan: DPPlan) -> str:
             n = plan.measure(out.measures[1])
             return (f"AVG = {first.center:g} + noisy centred sum / noisy count: 95% error ≈ ±{first.ci95:.4g}/N "
                     f"(+ |mean − {first.center:g}|·{n.ci95:.4g}/N), N = rows averaged")
-        return f"Laplace noise, 95% error ±{first.ci95:.4g}"
+        return f"{first.mechanism.capitalize()} noise, 95% error ±{first.ci95:.4g}"
     if node.find(exp.AggFunc):
         return "computed from noisy aggregates (post-processing)"
     return "group key (exact, no noise)"

@@ -185,7 +185,7 @@ def column_accuracy(columns: list[OutputColumn], ci_index: list[int], cis: list[
             values = [c[pos] for c in cis if c[pos] is not None]
             ci = float(np.median(values)) if values else m.ci95
             if agg.func in ("count", "count_expr", "count_units", "sum", "avg"):
-                out.append(ColumnAccuracy(col.name, "laplace", m.scale * m.unit, ci, approximate=agg.func == "avg"))
+                out.append(ColumnAccuracy(col.name, m.mechanism, m.scale * m.unit, ci, approximate=agg.func == "avg"))
             else:
                 out.append(ColumnAccuracy(col.name, "post-processing"))
         elif inner.find(exp.AggFunc):

@@ -24,10 +24,17 @@ from typing import Any
 
 from sqlglot import exp
 
-from privsql.accounting.dp_math import split_epsilon
+from privsql.accounting.dp_math import pure_to_rho, split_epsilon, split_rho
 from privsql.config import Defaults, TableMeta
 from privsql.errors import InvalidParameter, PrivacyRefused
-from privsql.mechanisms import laplace_ci_halfwidth, laplace_scale, laplace_threshold
+from privsql.mechanisms import (
+    gaussian_ci_halfwidth,
+    gaussian_scale,
+    gaussian_threshold,
+    laplace_ci_halfwidth,
+    laplace_scale,
+    laplace_threshold,
+)
 from privsql.sql.domains import column_domain, expression_domain
 from privsql.sql.prepare import DUCKDB_TARGET, prepare_row_expr
 from privsql.sql.validate import CheckedQuery
@@ -55,14 +62,18 @@ class Measure:
     person_lo: float
     person_hi: float
     unit: float
-    sensitivity: float  # L1, in grid units, over all groups
-    epsilon: float
-    scale: float  # Laplace b in grid units (0: no noise needed, the value is data-independent)
+    sensitivity: float  # in grid units over all groups: L1 (Laplace) or L2 (Gaussian)
+    epsilon: float  # this measure's share: ε (Laplace) or ρ (Gaussian)
+    scale: float  # Laplace b or Gaussian σ in grid units (0: no noise needed, the value is data-independent)
+    mechanism: str = "laplace"
 
     @property
     def ci95(self) -> float:
         """95% CI half-width in real units."""
-        return laplace_ci_halfwidth(self.scale) * self.unit if self.scale > 0 else 0.0
+        if self.scale <= 0:
+            return 0.0
+        half = gaussian_ci_halfwidth(self.scale) if self.mechanism == "gaussian" else laplace_ci_halfwidth(self.scale)
+        return half * self.unit
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,8 @@ class DPPlan:
     bound_groups: bool  # True: the rewrite must keep at most max_groups groups per person
     threshold: float | None  # released groups need noisy people count >= threshold
     threshold_measure: str | None
+    mechanism: str = "laplace"  # 'laplace' (ε-DP) or 'gaussian' (ρ-zCDP)
+    rho: float = 0.0  # the zCDP charge when mechanism is 'gaussian'
 
     @property
     def public_domain(self) -> list[tuple[Any, ...]] | None:
@@ -138,12 +151,15 @@ def _key_plans(query: CheckedQuery) -> list[KeyPlan]:
     return keys
 
 
-def build_plan(query: CheckedQuery, *, epsilon: float, delta: float, defaults: Defaults) -> DPPlan:
+def build_plan(query: CheckedQuery, *, epsilon: float, delta: float, defaults: Defaults,
+               mechanism: str = "laplace") -> DPPlan:
     """Plan the noisy measures for a checked query at a total budget of (ε, δ).
 
-    Guarantee: releasing every measure with its Laplace scale, plus the
+    Guarantee (Laplace): releasing every measure with its scale, plus the
     threshold test, is (ε, δ)-DP at the user level given that the rewrite
     enforces each measure's per-person interval and the group bound.
+    Gaussian: the measures are ρ-zCDP with ρ = ε²/2 (L2 sensitivity √g·bound),
+    plus δ for the threshold test.
     """
     if not (math.isfinite(epsilon) and epsilon > 0):
         raise InvalidParameter(f"epsilon must be a positive number, not {epsilon!r}")
@@ -192,25 +208,34 @@ def build_plan(query: CheckedQuery, *, epsilon: float, delta: float, defaults: D
         outputs.append(OutputAgg(call.func, names, bool(info and info.integral), lo, hi))
     threshold_measure = need("units", None) if needs_threshold else None
 
+    gaussian = mechanism == "gaussian"
+    rho = pure_to_rho(epsilon) if gaussian else 0.0
     weights = [0.0 if _person_bound(s, rows)[2] == 0 else 1.0 for s in specs]
-    shares = split_epsilon(epsilon, weights) if any(weights) else [0.0] * len(specs)
+    split = split_rho if gaussian else split_epsilon
+    shares = split(rho if gaussian else epsilon, weights) if any(weights) else [0.0] * len(specs)
+    group_factor = math.sqrt(groups) if gaussian else groups  # L2 or L1 over a person's groups
     measures = []
-    for spec, eps in zip(specs, shares):
+    for spec, share in zip(specs, shares):
         person_lo, person_hi, bound = _person_bound(spec, rows)
         unit = 1.0 if spec["kind"] in ("rows", "nonnull", "units") or bound == 0 else bound / 2**GRID_BITS
-        sens = groups * (bound / unit) if bound else 0.0
+        sens = group_factor * (bound / unit) if bound else 0.0
         center = (spec["lo"] + spec["hi"]) / 2 if spec["kind"] in ("csum", "csq") else 0.0
-        scale = laplace_scale(sens, eps) if sens > 0 else 0.0
+        if sens <= 0:
+            scale = 0.0
+        else:
+            scale = gaussian_scale(sens, share) if gaussian else laplace_scale(sens, share)
         measures.append(Measure(spec["name"], spec["kind"], spec["arg"], spec["lo"], spec["hi"], center,
-                                person_lo, person_hi, unit, sens, eps, scale))
+                                person_lo, person_hi, unit, sens, share, scale, mechanism))
     threshold = None
     if threshold_measure is not None:
         m = next(x for x in measures if x.name == threshold_measure)
-        threshold = laplace_threshold(groups, m.epsilon, delta)
+        threshold = (gaussian_threshold(groups, m.epsilon, delta) if gaussian
+                     else laplace_threshold(groups, m.epsilon, delta))
     return DPPlan(table=table, where=query.where, keys=tuple(keys), measures=tuple(measures),
                   outputs=tuple(outputs), epsilon=epsilon, delta=delta if needs_threshold else 0.0,
                   max_rows=rows, max_groups=groups, per_person=not table.one_row_per_unit,
-                  bound_groups=bound_groups, threshold=threshold, threshold_measure=threshold_measure)
+                  bound_groups=bound_groups, threshold=threshold, threshold_measure=threshold_measure,
+                  mechanism=mechanism, rho=rho)
 
 
 def _person_bound(spec: dict[str, Any], rows: int) -> tuple[float, float, float]:
