@@ -34,10 +34,11 @@ from privsql.mechanisms import add_gaussian_noise, add_laplace_noise
 from privsql.postprocess import NoisyTable, build_output_query, column_accuracy, run_output_query
 from privsql.result_cache import cache_key, decode_result, encode_result
 from privsql.results import OutputColumn, PrivacyReport, QueryResult
+from privsql.sql.joins import JoinSource, flatten_joins, join_relation
 from privsql.sql.parse import bind_parameters, parse_statement
 from privsql.sql.plan import DPPlan, Measure, build_plan
 from privsql.sql.rewrite import rewrite
-from privsql.sql.validate import CheckedQuery, check_query
+from privsql.sql.validate import CheckedQuery, check_query, output_name
 
 #: δ spent on releasing groups whose keys have no public domain when neither the
 #: query nor ``defaults.delta`` gives one.
@@ -51,7 +52,8 @@ class PreparedQuery:
 
     sql: str  # normalised SQL (bound parameters), hashed into the ledger
     checked: CheckedQuery
-    plan: DPPlan
+    plan: DPPlan | None  # None: a query over a public table, answered exactly and free
+    join: JoinSource | None = None  # the join a query reads, flattened into one virtual table
 
     @property
     def sql_hash(self) -> str:
@@ -132,17 +134,24 @@ class Engine:
                 analyst: AnalystConfig | None = None) -> PreparedQuery:
         """Parse, check and plan a query (with the analyst's mechanism). Touches neither data nor budget."""
         tree = bind_parameters(parse_statement(sql), params)
-        checked = check_query(tree, self.config)
+        flat, join = flatten_joins(tree, self.config) if isinstance(tree, exp.Select) else (tree, None)
+        checked = check_query(flat, self.config, join.table if join is not None else None)
+        if not checked.table.is_private:
+            return PreparedQuery(sql=tree.sql(dialect="postgres"), checked=checked, plan=None, join=None)
         eps = self.config.defaults.epsilon if epsilon is None else float(epsilon)
         if delta is None:
             delta = self.config.defaults.delta or DEFAULT_THRESHOLD_DELTA
         plan = build_plan(checked, epsilon=eps, delta=float(delta), defaults=self.config.defaults,
                           mechanism=mechanism_for(analyst))
-        return PreparedQuery(sql=tree.sql(dialect="postgres"), checked=checked, plan=plan)
+        return PreparedQuery(sql=tree.sql(dialect="postgres"), checked=checked, plan=plan, join=join)
 
     def backend_sql(self, prepared: PreparedQuery, salt: int = 0) -> str:
-        tree = rewrite(prepared.plan, self.backend.target, table_ref=self.backend.table_ref(prepared.plan.table),
-                       salt=salt)
+        """The bounded per-person query for the backend (``salt`` orders each person's groups)."""
+        if prepared.join is not None:
+            source = join_relation(prepared.join, self.backend.table_ref, self.backend.target)
+        else:
+            source = self.backend.table_ref(prepared.plan.table)
+        tree = rewrite(prepared.plan, self.backend.target, table_ref=source, salt=salt)
         return tree.sql(dialect=self.backend.target.dialect)
 
     # ------------------------------------------------------------------ public API
@@ -156,6 +165,8 @@ class Engine:
         """
         who = self.analyst(analyst)
         prepared = self.prepare(sql, params=params, epsilon=epsilon, delta=delta, analyst=who)
+        if prepared.plan is None:
+            return self._public(prepared)
         plan = prepared.plan
         plan_sql = self.backend_sql(prepared)
         key = cache_key(prepared.sql, plan_sql, plan.epsilon, plan.delta) if self.cache_enabled else None
@@ -194,6 +205,19 @@ class Engine:
                 pass  # the answer is released and paid for; failing to cache it only costs a later repeat
         return result
 
+    def _public(self, prepared: PreparedQuery) -> QueryResult:
+        """A query over a public table: no personal data, so exact and free."""
+        tree = prepared.checked.select.copy()
+        table = prepared.checked.table
+        tree.set("expressions", [item if isinstance(item, exp.Alias) or item.is_star else
+                                 item.as_(output_name(item), quoted=True) for item in tree.expressions])
+        for node in list(tree.find_all(exp.Table)):
+            node.replace(self.backend.table_ref(table).as_(node.alias_or_name))
+        columns, rows = self.backend.run_with_columns(tree.sql(dialect=self.backend.target.dialect),
+                                                      timeout=self.query_timeout)
+        return QueryResult(columns=columns, rows=rows, privacy=None,
+                           notices=[f"privsql: {table.name} is a public table: exact answer, no budget spent"])
+
     def _cached(self, who: AnalystConfig, key: str, prepared: PreparedQuery) -> QueryResult | None:
         blob = self.store.cache_get(who.name, key)
         if blob is None:
@@ -210,6 +234,12 @@ class Engine:
     def describe(self, sql: str, *, params: Sequence[Any] | Mapping[str, Any] | None = None) -> list[OutputColumn]:
         """The result columns of a query, without reading data or spending budget."""
         prepared = self.prepare(sql, params=params)
+        if prepared.plan is None:
+            tree = prepared.checked.select.copy()
+            tree.set("limit", exp.Limit(expression=exp.Literal.number(0)))
+            for node in list(tree.find_all(exp.Table)):
+                node.replace(self.backend.table_ref(prepared.checked.table).as_(node.alias_or_name))
+            return self.backend.run_with_columns(tree.sql(dialect=self.backend.target.dialect))[0]
         out_query, ci_index = build_output_query(prepared.checked, prepared.plan)
         empty = NoisyTable(keys=[[] for _ in prepared.plan.keys],
                            measures={m.name: np.zeros(0) for m in prepared.plan.measures})
@@ -222,6 +252,9 @@ class Engine:
         backend SQL. Spends nothing and reads no data."""
         who = self.analyst(analyst) if analyst is not None else None
         prepared = self.prepare(sql, params=params, epsilon=epsilon, delta=delta, analyst=who)
+        if prepared.plan is None:
+            rows = [("cost", "none: a public table, answered exactly"), ("table", prepared.checked.table.name)]
+            return QueryResult(columns=[OutputColumn("item", "text"), OutputColumn("detail", "text")], rows=rows)
         rows = explain_rows(prepared, self.describe(sql, params=params), self.backend_sql(prepared))
         return QueryResult(columns=[OutputColumn("item", "text"), OutputColumn("detail", "text")], rows=rows)
 

@@ -28,7 +28,7 @@ def sample_config(tmp_path: Path, **changes: Any) -> Config:
         if isinstance(value, dict) and isinstance(raw.get(key), dict):
             merged = copy.deepcopy(raw[key])
             merged.update(value)
-            raw[key] = merged
+            raw[key] = {k: v for k, v in merged.items() if v is not None}
         else:
             raw[key] = value
     return parse_config(yaml.safe_dump(raw), source="test-config", base_dir=ROOT)

@@ -8,7 +8,8 @@ from typing import Any
 from sqlglot import exp
 
 from privsql.config import TableMeta
-from privsql.sql.rewrite import SqlTarget
+from privsql.results import OutputColumn
+from privsql.sql.prepare import SqlTarget
 
 
 class Backend(ABC):
@@ -23,6 +24,11 @@ class Backend(ABC):
     @abstractmethod
     def run(self, sql: str, *, timeout: float | None = None) -> list[tuple[Any, ...]]:
         """Execute one read-only query and return all rows. Raises BackendError / QueryCanceled."""
+
+    def run_with_columns(self, sql: str, *, timeout: float | None = None
+                         ) -> tuple[list[OutputColumn], list[tuple[Any, ...]]]:
+        """Run a query over public tables only, returning typed columns (exact answers)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot answer queries on public tables")
 
     def close(self) -> None:  # noqa: B027 - optional
         """Release connections."""

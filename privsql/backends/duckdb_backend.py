@@ -19,7 +19,9 @@ from sqlglot import exp
 from privsql.backends.base import Backend
 from privsql.config import Config, TableMeta
 from privsql.errors import BackendError, ConfigError, QueryCanceled
-from privsql.sql.rewrite import SqlTarget
+from privsql.isolated_duckdb import duckdb_type_name
+from privsql.results import OutputColumn
+from privsql.sql.prepare import SqlTarget
 
 DUCKDB_TYPES = {"int": "BIGINT", "float": "DOUBLE", "text": "VARCHAR", "bool": "BOOLEAN", "date": "DATE",
                 "timestamp": "TIMESTAMP"}
@@ -99,13 +101,19 @@ class DuckDBBackend(Backend):
         return cur
 
     def run(self, sql: str, *, timeout: float | None = None) -> list[tuple[Any, ...]]:
+        return self.run_with_columns(sql, timeout=timeout)[1]
+
+    def run_with_columns(self, sql: str, *, timeout: float | None = None
+                         ) -> tuple[list[OutputColumn], list[tuple[Any, ...]]]:
         cur = self._cursor()
         timer = threading.Timer(timeout, cur.interrupt) if timeout else None
         if timer:
             timer.daemon = True
             timer.start()
         try:
-            return cur.execute(sql).fetchall()
+            result = cur.execute(sql)
+            rows = result.fetchall()
+            return [OutputColumn(d[0], duckdb_type_name(d[1])) for d in result.description], rows
         except duckdb.InterruptException:
             raise QueryCanceled("the query was cancelled (timeout or cancel request); its budget stays spent") from None
         except duckdb.Error as exc:

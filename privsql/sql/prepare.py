@@ -9,11 +9,12 @@ with text columns become text literals, so no row can make the query fail.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlglot import exp
 
-from privsql.config import TableMeta
+from privsql.config import ColumnMeta, TableMeta
 
 ARITH_NODES = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.Neg, exp.Abs, exp.Round, exp.Floor, exp.Ceil,
                exp.Least, exp.Greatest)
@@ -40,19 +41,23 @@ class SqlTarget:
 
 
 
-def prepare_row_expr(expr: exp.Expression, table: TableMeta, target: SqlTarget) -> exp.Expression:
+def prepare_row_expr(expr: exp.Expression, table: TableMeta | None, target: SqlTarget, *,
+                     lookup: Callable[[exp.Column], ColumnMeta | None] | None = None) -> exp.Expression:
     """Make a checked row expression safe to run: numeric columns inside arithmetic are
     evaluated in the backend's non-overflowing type, numeric literals compared with text
-    columns become text literals."""
+    columns become text literals. ``lookup`` finds a column's metadata (default: by name in ``table``)."""
+    if lookup is None:
+        assert table is not None
+        columns = table.columns
+        lookup = lambda col: columns.get(col.name)  # noqa: E731
     expr = expr.copy()
     for col in list(expr.find_all(exp.Column)):
-        meta = table.columns.get(col.name)
+        meta = lookup(col)
         if meta is not None and meta.is_numeric and isinstance(col.parent, ARITH_NODES):
             col.replace(exp.cast(col.copy(), target.safe_numeric))
     for node in list(expr.find_all(*COMPARE_NODES, exp.In)):
         operands = [node.this] + (node.expressions if isinstance(node, exp.In) else [node.expression])
-        if any(isinstance(o, exp.Column) and table.columns.get(o.name) is not None
-               and table.columns[o.name].type == "text" for o in operands):
+        if any(isinstance(o, exp.Column) and (m := lookup(o)) is not None and m.type == "text" for o in operands):
             for o in operands:
                 if isinstance(o, exp.Literal) and not o.is_string:
                     o.replace(exp.Literal.string(o.this))

@@ -130,7 +130,7 @@ def _and(a: exp.Expression | None, b: exp.Expression | None) -> exp.Expression |
     return exp.And(this=exp.paren(a), expression=exp.paren(b))
 
 
-def rewrite(plan: DPPlan, target: SqlTarget, *, table_ref: exp.Table, salt: int) -> exp.Select:
+def rewrite(plan: DPPlan, target: SqlTarget, *, table_ref: exp.Expression, salt: int) -> exp.Select:
     """The backend query computing every measure of ``plan`` per group, exactly and bounded."""
     table = plan.table
     key_exprs = [prepare_row_expr(k.expr, table, target) for k in plan.keys]

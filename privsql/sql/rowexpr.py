@@ -47,6 +47,7 @@ class RowInfo:
         return self.lower is not None and self.upper is not None
 
 
+PUBLIC_AGGREGATES = (exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max)
 ColumnResolver = Callable[[exp.Column], ColumnMeta]
 
 
@@ -110,9 +111,11 @@ _CAST_KIND = {"DOUBLE": NUM, "FLOAT": NUM, "DECIMAL": NUM, "REAL": NUM, "DOUBLE 
 class RowExprChecker:
     """Checks one row-level expression against the allow-list; returns its RowInfo."""
 
-    def __init__(self, resolve: ColumnResolver, *, context: str) -> None:
+    def __init__(self, resolve: ColumnResolver, *, context: str, exact_aggregates: bool = False) -> None:
         self.resolve = resolve
         self.context = context  # e.g. "WHERE", "SUM(...)": used in messages
+        #: public tables only: plain aggregates are computed exactly by the backend
+        self.exact_aggregates = exact_aggregates
 
     def check(self, node: exp.Expression) -> RowInfo:
         handler = getattr(self, f"_{type(node).__name__.lower()}", None)
@@ -126,6 +129,13 @@ class RowExprChecker:
 
     # --- refusals -----------------------------------------------------------------
     def _refuse(self, node: exp.Expression) -> RowInfo:
+        if self.exact_aggregates and isinstance(node, PUBLIC_AGGREGATES) and not node.find(exp.Window):
+            arg = node.this
+            if isinstance(arg, exp.Distinct):
+                arg = arg.expressions[0] if len(arg.expressions) == 1 else None
+            inner = RowInfo(NUM) if arg is None or isinstance(arg, exp.Star) else self.check(arg)
+            kind = inner.kind if isinstance(node, (exp.Min, exp.Max)) else NUM
+            return RowInfo(kind, has_column=True)
         if isinstance(node, exp.Star):
             raise PrivacyRefused(f"'*' is not allowed in {self.context}")
         if isinstance(node, (exp.Select, exp.Subquery, exp.Exists)):

@@ -115,8 +115,8 @@ def _norm(ident: exp.Expression | str) -> str:
     return str(ident).lower()
 
 
-def resolve_table(tree: exp.Select, config: Config) -> tuple[TableMeta, str | None]:
-    """The single configured table a SELECT reads (joins and sub-queries are refused here)."""
+def resolve_table(tree: exp.Select, config: Config, virtual: TableMeta | None = None) -> tuple[TableMeta, str | None]:
+    """The single table a SELECT reads: a configured one, or ``virtual`` (a flattened join)."""
     for key, what in (("with", "WITH (common table expressions)"), ("joins", "JOIN"),
                       ("laterals", "LATERAL"), ("pivots", "PIVOT")):
         if tree.args.get(key):
@@ -135,7 +135,7 @@ def resolve_table(tree: exp.Select, config: Config) -> tuple[TableMeta, str | No
         if source.args.get(key):
             raise UnsupportedQuery(f"{key.upper()} on a table is not supported")
     name = _norm(source.this)
-    meta = config.tables.get(name)
+    meta = virtual if virtual is not None and name == virtual.name else config.tables.get(name)
     if meta is None:
         raise UndefinedTable(f"relation \"{source.name}\" does not exist (configured tables: "
                              f"{', '.join(sorted(config.tables))})")
@@ -313,13 +313,45 @@ def _output_name(expr: exp.Expression) -> str:
 output_name = _output_name
 
 
-def check_query(tree: exp.Expression, config: Config) -> CheckedQuery:
-    """Validate a parsed statement against the allow-list; refuse with a clear message."""
+def check_public_query(tree: exp.Select, scope: _Scope) -> None:
+    """A query over one public table: any allow-listed expression, plain aggregates computed
+    exactly, raw rows allowed (the table holds no personal data)."""
+    checker = RowExprChecker(scope.resolve, context="a query on a public table", exact_aggregates=True)
+    for item in tree.expressions:
+        inner = item.unalias() if isinstance(item, exp.Alias) else item
+        if isinstance(inner, exp.Star) or (isinstance(inner, exp.Column) and isinstance(inner.this, exp.Star)):
+            continue
+        checker.check(inner)
+    for key in ("where", "having"):
+        clause = tree.args.get(key)
+        if clause is not None:
+            checker.check(clause.this)
+    aliases = {item.alias for item in tree.expressions if isinstance(item, exp.Alias)}
+    for key in ("group", "order"):
+        clause = tree.args.get(key)
+        for expr in clause.expressions if clause is not None else []:
+            target = expr.this if isinstance(expr, exp.Ordered) else expr
+            if literal_number(target) is None and not (isinstance(target, exp.Column) and target.name in aliases):
+                checker.check(target)
+    for key in ("limit", "offset"):
+        clause = tree.args.get(key)
+        value = clause.args.get("expression") if clause is not None else None
+        if clause is not None and literal_number(value if value is not None else clause.this) is None:
+            raise PrivacyRefused(f"{key.upper()} must be an integer literal")
+
+
+def check_query(tree: exp.Expression, config: Config, virtual: TableMeta | None = None) -> CheckedQuery:
+    """Validate a parsed statement against the allow-list; refuse with a clear message.
+
+    ``virtual`` is the table of a flattened join (see ``joins.flatten_joins``)."""
     refuse_statement(tree)
     assert isinstance(tree, exp.Select)
     _refuse_clauses(tree)
-    table, alias = resolve_table(tree, config)
+    table, alias = resolve_table(tree, config, virtual)
     scope = _Scope(table, alias)
+    if not table.is_private:
+        check_public_query(tree, scope)
+        return CheckedQuery(table=table, select=tree, where=None, keys=[], aggregates=[])
     where = tree.args.get("where")
     where_expr = None
     if where is not None:
