@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import (
+from wire_helpers import (
     DP_COLUMNS, DP_QUERY, EPSILON, PARAM_QUERY, PASSWORD, REFUSED, RunningServer, need, need_module, remaining,
     which,
 )

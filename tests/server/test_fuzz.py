@@ -8,7 +8,7 @@ import struct
 
 import psycopg
 import pytest
-from conftest import FakeEngine, RunningServer
+from wire_helpers import FakeEngine, RunningServer
 
 from privsql.server import messages as m
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from conftest import RunningServer, need
+from wire_helpers import RunningServer, need
 
 pytestmark = pytest.mark.postgres
 

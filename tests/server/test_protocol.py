@@ -6,7 +6,7 @@ import struct
 
 import pytest
 import scramp
-from conftest import PASSWORD, Driver, FakeEngine, error_fields_of
+from wire_helpers import PASSWORD, Driver, FakeEngine, error_fields_of
 
 from privsql.server import messages as m
 from privsql.server.auth import Authenticator
