@@ -140,13 +140,19 @@ def main() -> None:
 @click.option("--analyst", "-a", help="whose budget to charge (default: $PRIVSQL_ANALYST or defaults.analyst)")
 @click.option("--epsilon", "-e", type=float, help="ε for this query (default: defaults.epsilon)")
 @click.option("--delta", type=float, help="δ for this query, spent only when groups need a threshold")
+@click.option("--target-error", type=float, help="choose ε so that COUNT/SUM columns have this 95% error")
 @click.option("--config", "-c", help=CONFIG_HELP)
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
-def query(sql: str, analyst: str | None, epsilon: float | None, delta: float | None, config: str | None,
-          fmt: str) -> None:
+def query(sql: str, analyst: str | None, epsilon: float | None, delta: float | None, target_error: float | None,
+          config: str | None, fmt: str) -> None:
     """Answer SQL with differential privacy and charge the analyst's budget."""
     with _engine(config) as engine:
-        result = engine.execute(sql, analyst=_analyst(engine, analyst), epsilon=epsilon, delta=delta)
+        who = _analyst(engine, analyst)
+        if target_error is not None:
+            if epsilon is not None:
+                _fail("give either --epsilon or --target-error, not both")
+            epsilon = engine.epsilon_for_error(sql, target_error, analyst=who)
+        result = engine.execute(sql, analyst=who, epsilon=epsilon, delta=delta)
         click.echo(render(result, fmt))
         if fmt == "table":
             click.echo(render_privacy(result))
@@ -159,12 +165,20 @@ def query(sql: str, analyst: str | None, epsilon: float | None, delta: float | N
 @click.argument("sql")
 @click.option("--epsilon", "-e", type=float, help="ε to plan for (default: defaults.epsilon)")
 @click.option("--delta", type=float, help="δ to plan for")
+@click.option("--target-error", type=float, help="plan the ε that gives COUNT/SUM columns this 95% error")
+@click.option("--analyst", "-a", help="plan with this analyst's mechanism (Laplace, or Gaussian for zCDP)")
 @click.option("--config", "-c", help=CONFIG_HELP)
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
-def explain(sql: str, epsilon: float | None, delta: float | None, config: str | None, fmt: str) -> None:
+def explain(sql: str, epsilon: float | None, delta: float | None, target_error: float | None, analyst: str | None,
+            config: str | None, fmt: str) -> None:
     """Show the DP plan: backend SQL, mechanisms, cost, expected 95% error. Spends nothing."""
     with _engine(config) as engine:
-        result = engine.explain(sql, epsilon=epsilon, delta=delta)
+        if target_error is not None:
+            if epsilon is not None:
+                _fail("give either --epsilon or --target-error, not both")
+            epsilon = engine.epsilon_for_error(sql, target_error, analyst=analyst)
+            click.echo(f"ε needed for a 95% error of ±{target_error:g}: {epsilon:g}")
+        result = engine.explain(sql, epsilon=epsilon, delta=delta, analyst=analyst)
         if fmt != "table":
             click.echo(render(result, fmt))
             return
@@ -182,9 +196,10 @@ def budget(analyst: str | None, config: str | None, ledger_rows: int) -> None:
         names = [analyst] if analyst else list(engine.config.analysts)
         for name in names:
             b = engine.budget(name)
+            zcdp = f" (zCDP: ρ spent {b.rho_spent:.4g})" if b.accounting == "zcdp" else ""
             click.echo(f"{b.analyst}: ε total {b.epsilon_total:g}, spent {b.epsilon_spent:.6g}, remaining "
                        f"{b.epsilon_remaining:.6g}; δ total {b.delta_total:g}, spent {b.delta_spent:.3g}, "
-                       f"remaining {b.delta_remaining:.3g}; {b.queries} charged queries")
+                       f"remaining {b.delta_remaining:.3g}; {b.queries} charged queries{zcdp}")
         if ledger_rows > 0:
             entries = engine.ledger(analyst, ledger_rows)
             if entries:

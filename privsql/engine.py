@@ -15,6 +15,7 @@ Guarantees this module relies on and provides:
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 import threading
 from collections.abc import Mapping, Sequence
@@ -29,7 +30,7 @@ from privsql.accounting import BudgetStore, Cost, LedgerEntry, open_store
 from privsql.accounting.policy import limits_for, mechanism_for, standing
 from privsql.backends.base import Backend
 from privsql.config import AnalystConfig, Config, load_config
-from privsql.errors import PrivsqlError, UnknownAnalyst
+from privsql.errors import InvalidParameter, PrivsqlError, UnknownAnalyst
 from privsql.mechanisms import add_gaussian_noise, add_laplace_noise
 from privsql.postprocess import NoisyTable, build_output_query, column_accuracy, run_output_query
 from privsql.result_cache import cache_key, decode_result, encode_result
@@ -257,6 +258,36 @@ class Engine:
             return QueryResult(columns=[OutputColumn("item", "text"), OutputColumn("detail", "text")], rows=rows)
         rows = explain_rows(prepared, self.describe(sql, params=params), self.backend_sql(prepared))
         return QueryResult(columns=[OutputColumn("item", "text"), OutputColumn("detail", "text")], rows=rows)
+
+    def epsilon_for_error(self, sql: str, target: float, *, analyst: str | None = None,
+                          params: Sequence[Any] | Mapping[str, Any] | None = None) -> float:
+        """The smallest ε (to 3 significant digits, rounded up) at which every noisy COUNT/SUM
+        column of the query has a 95% error of at most ``target``. Reads no data."""
+        if not (isinstance(target, (int, float)) and math.isfinite(target) and target > 0):
+            raise InvalidParameter(f"target error must be a positive number, not {target!r}")
+        who = self.analyst(analyst) if analyst is not None else None
+
+        def worst(eps: float) -> float:
+            prepared = self.prepare(sql, params=params, epsilon=eps, analyst=who)
+            if prepared.plan is None:
+                return 0.0
+            errors = [prepared.plan.measure(o.measures[0]).ci95 for o in prepared.plan.outputs
+                      if o.func in ("count", "count_expr", "count_units", "sum")]
+            if not errors:
+                raise InvalidParameter("a target error needs a COUNT or SUM in the query (the error of AVG, "
+                                       "VAR and quantiles depends on the data)")
+            return max(errors)
+
+        base = 1.0
+        eps = base * worst(base) / target  # noise scale is proportional to 1/ε
+        eps = float(f"{eps:.3g}")
+        limit = self.config.defaults.max_epsilon_per_query
+        while eps <= limit and worst(eps) > target:
+            eps = float(f"{eps * 1.01:.3g}") if eps * 1.01 > eps else eps * 1.01
+        if eps > limit:
+            raise InvalidParameter(f"a 95% error of {target:g} needs ε ≈ {eps:.3g}, above the per-query maximum "
+                                   f"{limit:g}")
+        return eps
 
     def budget(self, analyst: str) -> BudgetStatus:
         who = self.analyst(analyst)

@@ -93,3 +93,11 @@ def test_bad_config_names_key_and_line(tmp_path: Path) -> None:
 def test_unknown_analyst(config_path: str) -> None:
     res = run("query", "SELECT COUNT(*) FROM people", "-c", config_path, "--analyst", "mallory")
     assert res.exit_code == 1 and "unknown analyst 'mallory'" in res.output
+
+
+def test_target_error_picks_epsilon(config_path: str) -> None:
+    res = run("explain", "SELECT COUNT(*) FROM people", "-c", config_path, "--target-error", "30")
+    assert res.exit_code == 0, res.output
+    assert "ε needed for a 95% error of ±30: 0.1" in res.output
+    res = run("query", "SELECT COUNT(*) FROM people", "-c", config_path, "--target-error", "30", "--format", "json")
+    assert json.loads(res.stdout)["privacy"]["epsilon"] == pytest.approx(0.1, rel=0.02)
