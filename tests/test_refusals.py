@@ -230,6 +230,14 @@ CASES = [
          E.PrivacyRefused, ("privacy unit",)),
     Case("join_unit_inequality", "SELECT COUNT(*) FROM people JOIN visits ON people.pid <> visits.pid",
          E.PrivacyRefused, ("privacy unit",)),
+    Case("join_is_not_distinct_from", "SELECT COUNT(*) FROM people JOIN visits ON people.pid IS NOT DISTINCT FROM "
+         "visits.pid", E.PrivacyRefused, ("privacy unit",)),
+    Case("join_unit_in_list", "SELECT COUNT(*) FROM people JOIN visits ON people.pid IN (visits.pid, visits.pid + 1)",
+         E.PrivacyRefused, ("privacy unit",)),
+    Case("join_unit_inside_case", "SELECT COUNT(*) FROM people JOIN visits ON CASE WHEN true THEN "
+         "people.pid = visits.pid ELSE true END", E.PrivacyRefused, ("privacy unit",)),
+    Case("join_left_unit_or_null", "SELECT COUNT(*) FROM people LEFT JOIN visits ON people.pid = visits.pid OR "
+         "visits.pid IS NULL", E.PrivacyRefused, ("privacy unit",)),
     Case("join_private_on_true", "SELECT COUNT(*) FROM people JOIN visits ON true", E.PrivacyRefused,
          ("privacy unit",)),
     Case("third_table_not_on_unit", "SELECT COUNT(*) FROM people p JOIN visits v ON p.pid = v.pid "
