@@ -18,11 +18,13 @@ import hashlib
 import math
 import secrets
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 from sqlglot import exp
 
@@ -30,7 +32,7 @@ from privsql.accounting import BudgetStore, Cost, LedgerEntry, open_store
 from privsql.accounting.policy import limits_for, mechanism_for, standing
 from privsql.backends.base import Backend
 from privsql.config import AnalystConfig, Config, load_config
-from privsql.errors import InvalidParameter, PrivsqlError, UnknownAnalyst
+from privsql.errors import InvalidParameter, PrivsqlError, QuerySyntaxError, UnknownAnalyst, UnsupportedQuery
 from privsql.mechanisms import add_gaussian_noise, add_laplace_noise
 from privsql.postprocess import NoisyTable, build_output_query, column_accuracy, run_output_query
 from privsql.result_cache import cache_key, decode_result, encode_result
@@ -45,9 +47,10 @@ from privsql.sql.validate import CheckedQuery, check_query, output_name
 #: query nor ``defaults.delta`` gives one.
 DEFAULT_THRESHOLD_DELTA = 1e-7
 DEFAULT_QUERY_TIMEOUT = 300.0
+PLAN_CACHE_SIZE = 256
 
 
-@dataclass(frozen=True)
+@dataclass
 class PreparedQuery:
     """A checked and planned query: everything known before any data is read."""
 
@@ -55,6 +58,16 @@ class PreparedQuery:
     checked: CheckedQuery
     plan: DPPlan | None  # None: a query over a public table, answered exactly and free
     join: JoinSource | None = None  # the join a query reads, flattened into one virtual table
+    sql_template: str | None = field(default=None, repr=False)  # backend SQL with the sentinel salt
+    output_query: tuple[str, list[int]] | None = field(default=None, repr=False)
+    columns: list[OutputColumn] | None = None  # result columns, known before any data is read
+
+    def output(self) -> tuple[str, list[int]]:
+        """The post-processing query over noisy measures (built once per plan)."""
+        if self.output_query is None:
+            assert self.plan is not None
+            self.output_query = build_output_query(self.checked, self.plan)
+        return self.output_query
 
     @property
     def sql_hash(self) -> str:
@@ -118,6 +131,9 @@ class Engine:
         cache_settings = config.raw.get("cache") or {}
         self.cache_enabled = bool(cache_settings.get("enabled", True))
         self._closed = threading.Event()
+        self._plans: OrderedDict[tuple, PreparedQuery] = OrderedDict()
+        self._plans_lock = threading.Lock()
+        self._salt_sentinel = secrets.randbits(62) | (1 << 61)
 
     @classmethod
     def from_config(cls, path: str | Path | None = None) -> Engine:
@@ -133,7 +149,51 @@ class Engine:
     def prepare(self, sql: str, *, params: Sequence[Any] | Mapping[str, Any] | None = None,
                 epsilon: float | None = None, delta: float | None = None,
                 analyst: AnalystConfig | None = None) -> PreparedQuery:
-        """Parse, check and plan a query (with the analyst's mechanism). Touches neither data nor budget."""
+        """Parse, check and plan a query (with the analyst's mechanism). Touches neither data nor budget.
+
+        Plans are cached by (SQL text, parameters, ε, δ, mechanism): a plan depends on nothing else."""
+        try:
+            key = (sql, _params_key(params), epsilon, delta, mechanism_for(analyst))
+            hash(key)
+        except TypeError:
+            return self._prepare(sql, params=params, epsilon=epsilon, delta=delta, analyst=analyst)
+        with self._plans_lock:
+            cached = self._plans.get(key)
+            if cached is not None:
+                self._plans.move_to_end(key)
+                return cached
+        prepared = self._prepare(sql, params=params, epsilon=epsilon, delta=delta, analyst=analyst)
+        with self._plans_lock:
+            self._plans[key] = prepared
+            if len(self._plans) > PLAN_CACHE_SIZE:
+                self._plans.popitem(last=False)
+        return prepared
+
+    def _prepare(self, sql: str, *, params: Sequence[Any] | Mapping[str, Any] | None,
+                 epsilon: float | None, delta: float | None, analyst: AnalystConfig | None) -> PreparedQuery:
+        try:
+            prepared = self._plan(sql, params=params, epsilon=epsilon, delta=delta, analyst=analyst)
+            if prepared.plan is not None:
+                prepared.columns = self._check_output(prepared)
+            return prepared
+        except RecursionError:
+            raise QuerySyntaxError("the query is nested too deeply") from None
+
+    def _check_output(self, prepared: PreparedQuery) -> list[OutputColumn]:
+        """Run the post-processing on an empty table once, so a SELECT list that cannot be
+        computed is refused before any budget is reserved; returns the result columns."""
+        assert prepared.plan is not None
+        out_query, ci_index = prepared.output()
+        empty = NoisyTable(keys=[[] for _ in prepared.plan.keys],
+                           measures={m.name: np.zeros(0) for m in prepared.plan.measures})
+        try:
+            return run_output_query(out_query, ci_index, prepared.plan, empty)[0]
+        except duckdb.Error as exc:
+            first = str(exc).splitlines()[0]
+            raise UnsupportedQuery(f"the SELECT list cannot be computed from the aggregates: {first}") from None
+
+    def _plan(self, sql: str, *, params: Sequence[Any] | Mapping[str, Any] | None,
+              epsilon: float | None, delta: float | None, analyst: AnalystConfig | None) -> PreparedQuery:
         tree = bind_parameters(parse_statement(sql), params)
         flat, join = flatten_joins(tree, self.config) if isinstance(tree, exp.Select) else (tree, None)
         checked = check_query(flat, self.config, join.table if join is not None else None)
@@ -142,12 +202,30 @@ class Engine:
         eps = self.config.defaults.epsilon if epsilon is None else float(epsilon)
         if delta is None:
             delta = self.config.defaults.delta or DEFAULT_THRESHOLD_DELTA
-        plan = build_plan(checked, epsilon=eps, delta=float(delta), defaults=self.config.defaults,
-                          mechanism=mechanism_for(analyst))
+        try:
+            plan = build_plan(checked, epsilon=eps, delta=float(delta), defaults=self.config.defaults,
+                              mechanism=mechanism_for(analyst))
+        except (ValueError, OverflowError) as exc:
+            raise InvalidParameter(f"cannot plan this query at ε={eps:g}, δ={delta:g}: {exc}") from None
         return PreparedQuery(sql=tree.sql(dialect="postgres"), checked=checked, plan=plan, join=join)
 
     def backend_sql(self, prepared: PreparedQuery, salt: int = 0) -> str:
-        """The bounded per-person query for the backend (``salt`` orders each person's groups)."""
+        """The bounded per-person query for the backend (``salt`` orders each person's groups).
+
+        The SQL is generated once per plan with a sentinel salt and the real salt substituted
+        as text (the sentinel is a random 62-bit number, checked to occur exactly once)."""
+        template = prepared.sql_template
+        if template is None:
+            template = prepared.sql_template = self._generate_sql(prepared, self._salt_sentinel)
+        sentinel = str(self._salt_sentinel)
+        if template.count(sentinel) == 1:
+            return template.replace(sentinel, str(salt))
+        if sentinel not in template:
+            return template  # no group bounding: the salt is not used
+        return self._generate_sql(prepared, salt)
+
+    def _generate_sql(self, prepared: PreparedQuery, salt: int) -> str:
+        assert prepared.plan is not None
         if prepared.join is not None:
             source = join_relation(prepared.join, self.backend.table_ref, self.backend.target)
         else:
@@ -183,7 +261,7 @@ class Engine:
             exact = self.backend.run(backend_sql, timeout=self.query_timeout)
             noisy = release(plan, exact)
             del exact
-            out_query, ci_index = build_output_query(prepared.checked, plan)
+            out_query, ci_index = prepared.output()
             columns, rows, cis = run_output_query(out_query, ci_index, plan, noisy)
         except BaseException:
             self.store.finish(ledger_id, "failed")
@@ -241,11 +319,8 @@ class Engine:
             for node in list(tree.find_all(exp.Table)):
                 node.replace(self.backend.table_ref(prepared.checked.table).as_(node.alias_or_name))
             return self.backend.run_with_columns(tree.sql(dialect=self.backend.target.dialect))[0]
-        out_query, ci_index = build_output_query(prepared.checked, prepared.plan)
-        empty = NoisyTable(keys=[[] for _ in prepared.plan.keys],
-                           measures={m.name: np.zeros(0) for m in prepared.plan.measures})
-        columns, _, _ = run_output_query(out_query, ci_index, prepared.plan, empty)
-        return columns
+        assert prepared.columns is not None
+        return prepared.columns
 
     def explain(self, sql: str, *, analyst: str | None = None, epsilon: float | None = None,
                 delta: float | None = None, params: Sequence[Any] | Mapping[str, Any] | None = None) -> QueryResult:
@@ -315,6 +390,14 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _params_key(params: Sequence[Any] | Mapping[str, Any] | None) -> Any:
+    if params is None:
+        return None
+    if isinstance(params, Mapping):
+        return tuple(sorted((k, type(v).__name__, v) for k, v in params.items()))
+    return tuple((type(v).__name__, v) for v in params)
 
 
 def _as_int(value: Any) -> int:

@@ -93,9 +93,9 @@ def _ci_formula(out: OutputAgg, plan: DPPlan, formula: exp.Expression) -> exp.Ex
     return exp.Div(this=exp.func("sqrt", spread), expression=exp.func("greatest", exp.column(n.name), _double(1)))
 
 
-def build_output_query(query: CheckedQuery, plan: DPPlan) -> tuple[exp.Select, list[int]]:
-    """The post-processing SELECT over ``__noisy`` and, per visible column, the index of its
-    hidden CI column (-1 when it has none)."""
+def build_output_query(query: CheckedQuery, plan: DPPlan) -> tuple[str, list[int]]:
+    """The post-processing SELECT over ``__noisy`` (DuckDB SQL) and, per visible column, the
+    index of its hidden CI column (-1 when it has none)."""
     tree = query.select.copy()
     formulas = {i: _agg_formula(o, plan) for i, o in enumerate(plan.outputs)}
     key_sql = {k.expr.sql(): f"__k{i}" for i, k in enumerate(plan.keys)}
@@ -140,27 +140,50 @@ def build_output_query(query: CheckedQuery, plan: DPPlan) -> tuple[exp.Select, l
     for key in ("limit", "offset"):
         if tree.args.get(key) is not None:
             out.set(key, tree.args[key].copy())
-    return out, ci_index
+    return out.sql(dialect="duckdb"), ci_index
 
 
-def run_output_query(sql_tree: exp.Select, ci_index: list[int], plan: DPPlan,
+INLINE_ROWS = 256  # small noisy tables go inline as VALUES (registering arrays costs ~1 ms more)
+
+
+def _text_literal(value: Any) -> str:
+    return "NULL" if value is None else "'" + str(value).replace("'", "''") + "'"
+
+
+def _inline_relation(table: NoisyTable) -> str | None:
+    """The noisy table as a VALUES list, or None when it is too large or holds unusual text."""
+    if table.size > INLINE_ROWS or any(v is not None and "\x00" in v for col in table.keys for v in col):
+        return None
+    names = [f"__kraw{i}" for i in range(len(table.keys))] + list(table.measures) or ["__empty"]
+    rows = []
+    for r in range(max(table.size, 1)):
+        cells = [_text_literal(col[r]) if table.size else "NULL" for col in table.keys]
+        cells += [repr(float(values[r])) if table.size else "0.0" for values in table.measures.values()]
+        rows.append("(" + ", ".join(cells or ["0.0"]) + ")")
+    where = "" if table.size else " WHERE false"
+    columns = ", ".join(f'"{n}"' for n in names)
+    return f"(SELECT * FROM (VALUES {', '.join(rows)}) AS __v({columns}){where}) AS __noisy_raw"
+
+
+def run_output_query(output_sql: str, ci_index: list[int], plan: DPPlan,
                      table: NoisyTable) -> tuple[list[OutputColumn], list[tuple], list[tuple]]:
-    """Evaluate the post-processing query; returns columns, rows and per-cell CI half-widths."""
-    data: dict[str, np.ndarray] = {}
-    for i, values in enumerate(table.keys):
-        data[f"__kraw{i}"] = np.array(values, dtype=object)
-    for name, values in table.measures.items():
-        data[name] = np.asarray(values, dtype=np.float64)
-    if not data:
-        data["__empty"] = np.zeros(table.size, dtype=np.float64)
+    """Evaluate the post-processing query (DuckDB SQL over ``__noisy``); returns columns,
+    rows and per-cell CI half-widths."""
     casts = ", ".join(f"CAST(__kraw{i} AS {_KEY_SQL_TYPES.get(k.type, 'VARCHAR')}) AS __k{i}"
                       for i, k in enumerate(plan.keys))
-    measure_cols = ", ".join(f'"{m}"' for m in table.measures) or "__empty"
-    inner = f"SELECT {casts + ', ' if casts else ''}{measure_cols} FROM __noisy_raw"
-    sql = f"WITH __noisy AS ({inner}) {sql_tree.sql(dialect='duckdb')}"
+    measure_cols = ", ".join(f'CAST("{m}" AS DOUBLE) AS "{m}"' for m in table.measures) or "__empty"
+    inline = _inline_relation(table)
+    source = inline if inline is not None else "__noisy_raw"
+    inner = f"SELECT {casts + ', ' if casts else ''}{measure_cols} FROM {source}"
+    sql = f"WITH __noisy AS ({inner}) {output_sql}"
     cur = isolated_connection().cursor()
     try:
-        cur.register("__noisy_raw", data)
+        if inline is None:
+            data: dict[str, np.ndarray] = {f"__kraw{i}": np.array(v, dtype=object) for i, v in enumerate(table.keys)}
+            data.update({name: np.asarray(v, dtype=np.float64) for name, v in table.measures.items()})
+            if not data:
+                data["__empty"] = np.zeros(table.size, dtype=np.float64)
+            cur.register("__noisy_raw", data)
         result = cur.execute(sql)
         desc = result.description
         rows = result.fetchall()

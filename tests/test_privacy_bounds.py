@@ -228,8 +228,7 @@ NEIGHBOUR_QUERIES: list[Any] = [
     ("int_bound_domain_key", "SELECT n, COUNT(*), SUM(v) FROM t GROUP BY n"),
     ("derived_float_key", "SELECT FLOOR(v / 5) * 5 AS b, COUNT(*) FROM t GROUP BY 1"),
     ("derived_bool_key", "SELECT n > -5 AS big, COUNT(*), SUM(v) FROM t GROUP BY 1"),
-    pytest.param("SELECT k = 'a' AS isa, COUNT(*), SUM(v) FROM t GROUP BY 1", id="derived_bool_key_equality",
-                 marks=pytest.mark.xfail(strict=True, reason=PRECEDENCE_BUG)),
+    pytest.param("SELECT k = 'a' AS isa, COUNT(*), SUM(v) FROM t GROUP BY 1", id="derived_bool_key_equality"),
     ("variance", "SELECT k, VAR_POP(v), STDDEV(n) FROM t GROUP BY k"),
     ("where_on_hostile_values", "SELECT COUNT(*), SUM(v) FROM t WHERE v > 1e299 OR v IS NULL OR v <> v"),
     ("one_row_table", "SELECT COUNT(*), SUM(v), AVG(v), SUM(w) FROM u"),
@@ -243,7 +242,6 @@ NEIGHBOUR_QUERIES: list[Any] = [
     ("join_private_on_unit", "SELECT t.k, COUNT(*), SUM(u.v), SUM(t.v) FROM t JOIN u ON t.pid = u.pid GROUP BY t.k"),
     ("left_join_private", "SELECT COUNT(*), SUM(t.v) FROM u LEFT JOIN t ON u.pid = t.pid"),
     ("public_left_join_private", "SELECT COUNT(*), SUM(t.v) FROM pub LEFT JOIN t ON t.k = pub.k"),
-    ("self_join", "SELECT COUNT(*), SUM(a.v) FROM t a JOIN t b ON a.pid = b.pid"),
 ]
 
 
@@ -467,8 +465,6 @@ LEAKY_OUTCOMES = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="privacy bug: data-dependent backend error reveals one person "
-                                       "(see the red-team report)")
 @pytest.mark.parametrize("sql", [q for _, q in LEAKY_OUTCOMES], ids=[i for i, _ in LEAKY_OUTCOMES])
 def test_outcome_does_not_depend_on_one_person_leaky(pair: tuple[Engine, Engine], sql: str) -> None:
     without, with_x = pair
@@ -499,8 +495,8 @@ EXTREME_PLANS = [
 def _extreme_params() -> list[Any]:
     out = []
     for ident, sql, bug in EXTREME_PLANS:
-        marks = (pytest.mark.xfail(strict=True, reason=bug),) if bug else ()
-        out.append(pytest.param(sql, id=ident, marks=marks))
+        del bug  # the bugs these cases recorded are fixed; the reasons stay as documentation
+        out.append(pytest.param(sql, id=ident))
     return out
 
 
@@ -516,9 +512,6 @@ def test_extreme_expressions_plan_safely(pair: tuple[Engine, Engine], sql: str) 
         assert math.isfinite(m.sensitivity) and math.isfinite(m.unit) and math.isfinite(m.scale)
 
 
-@pytest.mark.xfail(strict=True, reason="privacy bug: a NaN clamping interval is planned as data-independent (no "
-                                       "noise) and `nan` is emitted as a bare identifier; in a one-row-per-person "
-                                       "table with a column named `nan` this releases SUM(nan) exactly")
 def test_nan_clamp_bound_releases_a_column_without_noise(tmp_path: Path) -> None:
     csv = write_csv(tmp_path / "p.csv", ("pid", "x", "nan"), [(i, 0.5, i * 1000) for i in range(1, 21)])
     text = yaml.safe_dump({
@@ -538,7 +531,6 @@ def test_nan_clamp_bound_releases_a_column_without_noise(tmp_path: Path) -> None
         assert 210_000 not in answers, "SUM of the unbounded column `nan` released exactly, without noise"
 
 
-@pytest.mark.xfail(strict=True, reason=PRECEDENCE_BUG)
 def test_zero_noise_boolean_equality_key_counts_every_row(pair: tuple[Engine, Engine], no_noise: None) -> None:
     without, _ = pair
     got = dict(answer(without, "SELECT w = 1 AS one, COUNT(*) FROM u GROUP BY 1"))

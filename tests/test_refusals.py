@@ -213,9 +213,7 @@ CASES = [
     Case("cte", "WITH t AS (SELECT * FROM people) SELECT COUNT(*) FROM t", (E.UnsupportedQuery, E.UndefinedTable),
          ("t",)),
     Case("cte_shadowing_a_table", "WITH people AS (SELECT * FROM visits) SELECT COUNT(*) FROM people",
-         E.UnsupportedQuery, ("with",),
-         marks=xfail("bug: the WITH clause is silently dropped (validate.py checks args['with'], sqlglot 30 "
-                     "stores it as 'with_'), so the query is answered from the real people table and charged")),
+         E.UnsupportedQuery, ("with",)),
     # joins: private⋈public and private⋈private *on the privacy unit* are answered; everything else is refused
     Case("comma_join", "SELECT COUNT(*) FROM people, visits", E.PrivacyRefused, ("cross join",)),
     Case("join_private_on_other_column", "SELECT COUNT(*) FROM people JOIN visits ON people.age = visits.pid",
@@ -240,6 +238,8 @@ CASES = [
          "visits.pid IS NULL", E.PrivacyRefused, ("privacy unit",)),
     Case("join_private_on_true", "SELECT COUNT(*) FROM people JOIN visits ON true", E.PrivacyRefused,
          ("privacy unit",)),
+    Case("self_join_on_unit", "SELECT COUNT(*) FROM visits a JOIN visits b ON a.pid = b.pid",
+         E.PrivacyRefused, ("only once",)),
     Case("third_table_not_on_unit", "SELECT COUNT(*) FROM people p JOIN visits v ON p.pid = v.pid "
          "JOIN visits v2 ON p.age = v2.pid", E.PrivacyRefused, ("privacy unit",)),
     Case("right_join", "SELECT COUNT(*) FROM people RIGHT JOIN visits ON people.pid = visits.pid",
@@ -359,15 +359,10 @@ CASES = [
     # ---- literals, nesting, odd bytes ---------------------------------------------------------
     Case("huge_literal", "SELECT COUNT(*) FROM people WHERE age > 1e400", E.UnsupportedQuery, ("1e400",)),
     Case("huge_literal_interval",
-         "SELECT SUM(age * 1e308 * 1e308) FROM people", (E.PrivacyRefused, E.UnsupportedQuery), ("sum",),
-         marks=xfail("privacy bug (latent): the clamping interval becomes [0, inf], the plan gives the measure "
-                     "sensitivity nan and noise scale 0 ('no noise needed'); only DuckDB failing to bind the "
-                     "literal `inf` stops an exact release; today it is charged and fails in the backend")),
+         "SELECT SUM(age * 1e308 * 1e308) FROM people", (E.PrivacyRefused, E.UnsupportedQuery), ("sum",)),
     Case("deep_parentheses", DEEP_PARENS, E.QuerySyntaxError, ("nested too deeply",)),
-    Case("long_and_chain", LONG_AND, (E.QuerySyntaxError, E.UnsupportedQuery), ("too",),
-         marks=xfail("bug: a 3000-term AND chain raises a bare RecursionError (not a PrivsqlError)")),
-    Case("long_sum_chain", LONG_SUM, (E.QuerySyntaxError, E.UnsupportedQuery), ("too",),
-         marks=xfail("bug: a 3000-term sum raises a bare RecursionError (not a PrivsqlError)")),
+    Case("long_and_chain", LONG_AND, (E.QuerySyntaxError, E.UnsupportedQuery), ("too",)),
+    Case("long_sum_chain", LONG_SUM, (E.QuerySyntaxError, E.UnsupportedQuery), ("too",)),
     Case("nul_byte", "SELECT COUNT(*) FROM people WHERE sex = 'a\x00'", E.QuerySyntaxError, ("nul",)),
     Case("empty", "", E.QuerySyntaxError, ("empty",)),
     Case("whitespace_only", "  \n\t ", E.QuerySyntaxError, ("empty",)),
@@ -396,8 +391,7 @@ CASES = [
     Case("parameter_bad_type", "SELECT COUNT(*) FROM people WHERE sex = $1", E.InvalidParameter, ("object",),
          kwargs={"params": [object()]}),
     Case("parameter_too_many", "SELECT COUNT(*) FROM people WHERE age > $1", E.InvalidParameter, ("2",),
-         kwargs={"params": [1, 2]},
-         marks=xfail("bug: a surplus parameter for a $n placeholder is silently ignored (and the query charged)")),
+         kwargs={"params": [1, 2]}),
     Case("parameters_for_no_placeholder", "SELECT COUNT(*) FROM people", E.InvalidParameter, ("no parameters",),
          kwargs={"params": [1]}),
     # ---- ε / δ / analyst ---------------------------------------------------------------------------
@@ -485,8 +479,6 @@ STATEMENT_MESSAGES = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="bug (message): statements sqlglot parses as Alias/Column/Command are "
-                                       "refused as 'not ALIAS' / 'COMMAND is not allowed' without naming them")
 @pytest.mark.parametrize("sql, word", STATEMENT_MESSAGES, ids=[w for _, w in STATEMENT_MESSAGES])
 def test_statement_refusal_names_the_statement(engine: Engine, sql: str, word: str) -> None:
     before = snapshot(engine, "alice")
@@ -520,7 +512,6 @@ DATA_DEPENDENT_ERRORS = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="privacy bug: data-dependent backend error (see report)")
 @pytest.mark.parametrize("sql", [s for _, s in DATA_DEPENDENT_ERRORS], ids=[i for i, _ in DATA_DEPENDENT_ERRORS])
 def test_data_dependent_error_is_caught_up_front(engine: Engine, sql: str) -> None:
     before = snapshot(engine, "alice")
@@ -540,8 +531,6 @@ SHOULD_BE_ANSWERED = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: every CAST is refused (validate compares the DType enum's str, "
-                                       "'DTYPE.DOUBLE', with 'DOUBLE')")
 @pytest.mark.parametrize("sql", [s for _, s in SHOULD_BE_ANSWERED], ids=[i for i, _ in SHOULD_BE_ANSWERED])
 def test_should_be_answered(engine: Engine, sql: str) -> None:
     result = engine.execute(sql, analyst="alice", epsilon=0.01)

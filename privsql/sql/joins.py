@@ -129,6 +129,9 @@ def flatten_joins(tree: exp.Select, config: Config) -> tuple[exp.Select, JoinSou
             raise UnsupportedQuery(f"{' '.join(x for x in (join.args.get('method'), side, kind) if x)} JOIN is not "
                                    "supported; use JOIN or LEFT JOIN with ON / USING")
         alias, meta = _source(join.this, config)
+        if meta.is_private and any(m is meta for m in sources.values()):
+            raise PrivacyRefused(f"private table {meta.name} can appear only once in a query: a self-join, even on "
+                                 "the privacy unit, multiplies each person's rows")
         if alias in sources:
             raise PrivacyRefused(f"table name \"{alias}\" specified more than once: give each table an alias")
         previous = dict(sources)

@@ -149,6 +149,7 @@ def bind_parameters(tree: exp.Expression, params: Sequence[Any] | Mapping[str, A
         if not 0 <= index < len(params):
             raise InvalidParameter(f"parameter {node.sql()} has no value ({len(params)} given)")
         node.replace(literal_for(params[index]))
-    if positional and positional != len(params):
-        raise InvalidParameter(f"the query has {positional} placeholders but {len(params)} parameters were given")
+    expected = positional or max((_param_number(n) or 0) for n in nodes)
+    if expected != len(params):
+        raise InvalidParameter(f"the query takes {expected} parameter(s) but {len(params)} were given")
     return tree

@@ -51,17 +51,44 @@ def prepare_row_expr(expr: exp.Expression, table: TableMeta | None, target: SqlT
         columns = table.columns
         lookup = lambda col: columns.get(col.name)  # noqa: E731
     expr = expr.copy()
-    for col in list(expr.find_all(exp.Column)):
-        meta = lookup(col)
-        if meta is not None and meta.is_numeric and isinstance(col.parent, ARITH_NODES):
-            col.replace(exp.cast(col.copy(), target.safe_numeric))
     for node in list(expr.find_all(*COMPARE_NODES, exp.In)):
         operands = [node.this] + (node.expressions if isinstance(node, exp.In) else [node.expression])
         if any(isinstance(o, exp.Column) and (m := lookup(o)) is not None and m.type == "text" for o in operands):
             for o in operands:
-                if isinstance(o, exp.Literal) and not o.is_string:
-                    o.replace(exp.Literal.string(o.this))
+                text = _number_text(o)
+                if text is not None:
+                    o.replace(exp.Literal.string(text))
+    # every number that takes part in arithmetic (at any depth) is computed in the safe type:
+    # integer overflow would otherwise raise an error on some rows only
+    for node in list(expr.find_all(exp.Column, exp.Literal)):
+        numeric = (isinstance(node, exp.Literal) and not node.is_string) or (
+            isinstance(node, exp.Column) and (meta := lookup(node)) is not None and meta.is_numeric)
+        if numeric and _inside_arithmetic(node, expr):
+            node.replace(exp.cast(node.copy(), target.safe_numeric))
     return expr
+
+
+def _inside_arithmetic(node: exp.Expression, root: exp.Expression) -> bool:
+    parent = node.parent
+    while parent is not None:
+        if isinstance(parent, ARITH_NODES):
+            return True
+        if parent is root:
+            return False
+        parent = parent.parent
+    return False
+
+
+def _number_text(node: exp.Expression) -> str | None:
+    """The text of a number literal (with its sign), e.g. '-1', else None."""
+    if isinstance(node, exp.Literal) and not node.is_string:
+        return node.this
+    if isinstance(node, exp.Neg):
+        inner = _number_text(node.this)
+        return f"-{inner}" if inner is not None and not inner.startswith("-") else None
+    if isinstance(node, exp.Paren):
+        return _number_text(node.this)
+    return None
 
 
 DUCKDB_TARGET = SqlTarget(dialect="duckdb", safe_numeric="DOUBLE", hash_function="duckdb")

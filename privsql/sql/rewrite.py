@@ -112,7 +112,7 @@ def _per_row_measure(m: Measure, arg: exp.Expression | None) -> exp.Expression:
 
 
 def _domain_filter(plan: DPPlan, key_exprs: list[exp.Expression]) -> exp.Expression | None:
-    conds = [exp.In(this=e.copy(), expressions=[_literal(v) for v in k.domain])
+    conds = [exp.In(this=exp.paren(e.copy()), expressions=[_literal(v) for v in k.domain])
              for k, e in zip(plan.keys, key_exprs) if k.domain is not None]
     if not conds:
         return None

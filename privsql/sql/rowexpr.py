@@ -18,6 +18,7 @@ Anything not listed here is refused: this is an allow-list, not a deny-list.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,6 +62,18 @@ def snippet(node: exp.Expression, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def parse_temporal(text: str, kind: str, node: exp.Expression) -> None:
+    """Refuse a date/timestamp literal that does not parse (checked once, from the query text)."""
+    try:
+        if kind == DATE:
+            dt.date.fromisoformat(text.strip())
+        else:
+            dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise DatatypeMismatch(f"invalid {kind} literal '{text}' in {snippet(node)} (use ISO format, "
+                               "e.g. '2025-03-01')") from None
+
+
 def literal_number(node: exp.Expression) -> float | None:
     """The value of a numeric literal (allowing a leading minus), else None."""
     if isinstance(node, exp.Paren):
@@ -98,14 +111,15 @@ def _union(infos: list[RowInfo]) -> tuple[float | None, float | None]:
 _ARITH = {exp.Add: "+", exp.Sub: "-", exp.Mul: "*"}
 _COMPARE = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ, exp.NullSafeNEQ)
 _SAFE_CAST_TARGETS = {
-    NUM: {"DOUBLE", "FLOAT", "DECIMAL", "TEXT", "VARCHAR", "DOUBLE PRECISION", "REAL"},
+    NUM: {"DOUBLE", "TEXT", "VARCHAR"},
     TEXT: {"TEXT", "VARCHAR"},
     DATE: {"TEXT", "VARCHAR", "DATE", "TIMESTAMP"},
     TIMESTAMP: {"TEXT", "VARCHAR", "TIMESTAMP", "DATE"},
     BOOL: {"TEXT", "VARCHAR", "BOOLEAN"},
 }
-_CAST_KIND = {"DOUBLE": NUM, "FLOAT": NUM, "DECIMAL": NUM, "REAL": NUM, "DOUBLE PRECISION": NUM,
-              "TEXT": TEXT, "VARCHAR": TEXT, "DATE": DATE, "TIMESTAMP": TIMESTAMP, "BOOLEAN": BOOL}
+_CAST_KIND = {"DOUBLE": NUM, "TEXT": TEXT, "VARCHAR": TEXT, "DATE": DATE, "TIMESTAMP": TIMESTAMP, "BOOLEAN": BOOL}
+#: derived clamping intervals beyond this magnitude are treated as unbounded (as config bounds are)
+MAX_BOUND = 1e15
 
 
 class RowExprChecker:
@@ -121,11 +135,16 @@ class RowExprChecker:
         handler = getattr(self, f"_{type(node).__name__.lower()}", None)
         if handler is None:
             if isinstance(node, _COMPARE):
-                return self._compare(node)
-            if type(node) in _ARITH:
-                return self._arith(node, _ARITH[type(node)])
-            return self._refuse(node)
-        return handler(node)
+                info = self._compare(node)
+            elif type(node) in _ARITH:
+                info = self._arith(node, _ARITH[type(node)])
+            else:
+                info = self._refuse(node)
+        else:
+            info = handler(node)
+        if info.bounded and not (abs(info.lower) <= MAX_BOUND and abs(info.upper) <= MAX_BOUND):  # type: ignore[arg-type]
+            return RowInfo(info.kind, info.integral, None, None, info.has_column)  # NaN and ±inf end here too
+        return info
 
     # --- refusals -----------------------------------------------------------------
     def _refuse(self, node: exp.Expression) -> RowInfo:
@@ -191,20 +210,29 @@ class RowExprChecker:
     def _not(self, node: exp.Not) -> RowInfo:
         return self._bool_operands(node, node.this)
 
-    def _comparable(self, a: RowInfo, b: RowInfo, node: exp.Expression) -> None:
+    def _comparable(self, a: RowInfo, b: RowInfo, node: exp.Expression, left: exp.Expression,
+                    right: exp.Expression) -> None:
+        """Refuse comparisons that would make the backend convert values row by row (a conversion
+        that fails on some rows reveals them). Allowed mixes: dates with timestamps; a date with a
+        *literal* that parses as a date (checked here, once); a text column with a number literal
+        (compared as text)."""
         kinds = {a.kind, b.kind} - {NULL}
-        if len(kinds) <= 1:
+        if len(kinds) <= 1 or kinds <= {DATE, TIMESTAMP}:
             return
-        if kinds <= {DATE, TIMESTAMP} or kinds <= {DATE, TEXT} or kinds <= {TIMESTAMP, TEXT}:
-            return  # string literals compared with dates are cast once, from the query text
-        operands = [node.this] + (list(node.expressions) if isinstance(node, exp.In) else [node.expression])
-        if kinds == {TEXT, NUM} and isinstance(operands[0], exp.Column) and \
-                all(isinstance(o, exp.Literal) for o in operands[1:]):
-            return  # a number literal compared with a text column is compared as text (see prepare_row_expr)
-        raise DatatypeMismatch(f"cannot compare {a.kind} with {b.kind} in {snippet(node)}")
+        (text_info, text_node), (other_info, other_node) = sorted(
+            [(a, left), (b, right)], key=lambda pair: pair[0].kind != TEXT)
+        if text_info.kind == TEXT and other_info.kind in (DATE, TIMESTAMP):
+            if isinstance(text_node, exp.Literal) and text_node.is_string:
+                parse_temporal(text_node.this, other_info.kind, node)
+                return
+        if text_info.kind == TEXT and other_info.kind == NUM and isinstance(text_node, exp.Column) \
+                and literal_number(other_node) is not None:
+            return  # compared as text (prepare_row_expr turns the number into a string literal)
+        raise DatatypeMismatch(f"cannot compare {a.kind} with {b.kind} in {snippet(node)}: a conversion "
+                               "could fail on some rows; compare values of the same type")
 
     def _compare(self, node: exp.Expression) -> RowInfo:
-        self._comparable(self.check(node.left), self.check(node.right), node)
+        self._comparable(self.check(node.left), self.check(node.right), node, node.left, node.right)
         return RowInfo(BOOL)
 
     def _in(self, node: exp.In) -> RowInfo:
@@ -212,19 +240,21 @@ class RowExprChecker:
             raise UnsupportedQuery(f"IN with a sub-query is not supported: {snippet(node)}")
         left = self.check(node.this)
         for item in node.expressions:
-            self._comparable(left, self.check(item), node)
+            self._comparable(left, self.check(item), node, node.this, item)
         return RowInfo(BOOL)
 
     def _between(self, node: exp.Between) -> RowInfo:
         value = self.check(node.this)
-        self._comparable(value, self.check(node.args["low"]), node)
-        self._comparable(value, self.check(node.args["high"]), node)
+        for bound in (node.args["low"], node.args["high"]):
+            self._comparable(value, self.check(bound), node, node.this, bound)
         return RowInfo(BOOL)
 
     def _is(self, node: exp.Is) -> RowInfo:
-        self.check(node.this)
+        info = self.check(node.this)
         if not isinstance(node.expression, (exp.Null, exp.Boolean)):
             raise PrivacyRefused(f"IS must be followed by NULL, TRUE or FALSE: {snippet(node)}")
+        if isinstance(node.expression, exp.Boolean) and info.kind not in (BOOL, NULL):
+            raise DatatypeMismatch(f"IS TRUE / IS FALSE needs a boolean, not {info.kind}: {snippet(node)}")
         return RowInfo(BOOL)
 
     def _like(self, node: exp.Expression) -> RowInfo:
@@ -336,7 +366,7 @@ class RowExprChecker:
         if node.this is not None:  # CASE x WHEN v THEN ...
             subject = self.check(node.this)
             for branch in node.args.get("ifs") or []:
-                self._comparable(subject, self.check(branch.this), node)
+                self._comparable(subject, self.check(branch.this), node, node.this, branch.this)
         else:
             for branch in node.args.get("ifs") or []:
                 self._bool_operands(node, branch.this)
@@ -403,13 +433,21 @@ class RowExprChecker:
     # --- casts --------------------------------------------------------------------------
     def _cast(self, node: exp.Cast) -> RowInfo:
         src = self.check(node.this)
-        target = node.to.this.name if isinstance(node.to.this, exp.Expression) else str(node.to.this)
-        target = {"BIGDECIMAL": "DECIMAL", "TEXT": "TEXT"}.get(target.upper(), target.upper())
-        if src.kind == NULL or (not src.has_column and src.kind == TEXT and target in ("DATE", "TIMESTAMP")):
-            return RowInfo(_CAST_KIND.get(target, NULL))  # a literal: checked once, from the query text
+        to = node.to
+        target = to.this.name if isinstance(to.this, exp.DataType.Type) else str(to.this).upper()
+        target = {"DOUBLE PRECISION": "DOUBLE"}.get(target, target)
+        if to.expressions:
+            raise PrivacyRefused(f"CAST({snippet(node.this)} AS {to.sql(dialect='postgres')}) is not allowed: a type "
+                                 "with a size or precision could overflow on some rows")
+        if src.kind == NULL:
+            return RowInfo(_CAST_KIND.get(target, NULL))
+        if not src.has_column and isinstance(node.this, exp.Literal) and node.this.is_string \
+                and target in ("DATE", "TIMESTAMP"):
+            parse_temporal(node.this.this, _CAST_KIND[target], node)  # checked here, once
+            return RowInfo(_CAST_KIND[target])
         if target not in _SAFE_CAST_TARGETS.get(src.kind, set()):
             raise PrivacyRefused(f"CAST({snippet(node.this)} AS {target}) is not allowed: it could fail on some "
-                                 "rows and so reveal them; allowed: numbers to DOUBLE/NUMERIC/TEXT, anything to TEXT")
+                                 "rows and so reveal them; allowed: numbers to DOUBLE or TEXT, anything to TEXT")
         kind = _CAST_KIND[target]
         if kind == NUM:
             return RowInfo(NUM, False, src.lower, src.upper, src.has_column)

@@ -76,12 +76,13 @@ def refuse_statement(tree: exp.Expression) -> None:
     """Refuse every statement that is not a plain SELECT, with a clear reason."""
     if isinstance(tree, exp.Select):
         return
+    words = tree.sql(dialect="postgres").split()
+    keyword = words[0].upper() if words else type(tree).__name__.upper()
     if isinstance(tree, _WRITE_NODES):
-        kind = type(tree).__name__.upper()
-        raise PrivacyRefused(f"privsql is read-only and answers SELECT queries only; {kind} is not allowed")
+        raise PrivacyRefused(f"privsql is read-only and answers SELECT queries only; {keyword} is not allowed")
     if isinstance(tree, (exp.Union, exp.Intersect, exp.Except)):
         raise UnsupportedQuery("UNION / INTERSECT / EXCEPT are not supported; send each SELECT separately")
-    raise PrivacyRefused(f"privsql answers SELECT queries only, not {type(tree).__name__.upper()}")
+    raise PrivacyRefused(f"privsql answers SELECT queries only; {keyword} statements are not allowed")
 
 
 class _Scope:
@@ -144,6 +145,8 @@ def resolve_table(tree: exp.Select, config: Config, virtual: TableMeta | None = 
 
 
 def _refuse_clauses(tree: exp.Select) -> None:
+    if tree.args.get("with") or tree.args.get("with_"):
+        raise UnsupportedQuery("WITH (common table expressions) is not supported yet; use the tables directly")
     if tree.args.get("distinct"):
         raise PrivacyRefused("SELECT DISTINCT would list individual values; use GROUP BY with an aggregate")
     for key, what in (("qualify", "QUALIFY"), ("windows", "WINDOW"), ("into", "SELECT INTO"),
