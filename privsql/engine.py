@@ -34,10 +34,18 @@ from privsql.backends.base import Backend
 from privsql.config import AnalystConfig, Config, load_config
 from privsql.errors import InvalidParameter, PrivsqlError, QuerySyntaxError, UnknownAnalyst, UnsupportedQuery
 from privsql.mechanisms import add_gaussian_noise, add_laplace_noise
-from privsql.postprocess import NoisyTable, build_output_query, column_accuracy, run_output_query
+from privsql.postprocess import (
+    NoisyTable,
+    build_output_query,
+    column_accuracy,
+    empty_noisy_table,
+    noisy_quantile,
+    run_output_query,
+)
 from privsql.result_cache import cache_key, decode_result, encode_result
 from privsql.results import OutputColumn, PrivacyReport, QueryResult
 from privsql.sql.joins import JoinSource, flatten_joins, join_relation
+from privsql.sql.normalize import canonical_aggregates
 from privsql.sql.parse import bind_parameters, parse_statement
 from privsql.sql.plan import DPPlan, Measure, build_plan
 from privsql.sql.rewrite import rewrite
@@ -184,17 +192,15 @@ class Engine:
         computed is refused before any budget is reserved; returns the result columns."""
         assert prepared.plan is not None
         out_query, ci_index = prepared.output()
-        empty = NoisyTable(keys=[[] for _ in prepared.plan.keys],
-                           measures={m.name: np.zeros(0) for m in prepared.plan.measures})
         try:
-            return run_output_query(out_query, ci_index, prepared.plan, empty)[0]
+            return run_output_query(out_query, ci_index, prepared.plan, empty_noisy_table(prepared.plan))[0]
         except duckdb.Error as exc:
             first = str(exc).splitlines()[0]
             raise UnsupportedQuery(f"the SELECT list cannot be computed from the aggregates: {first}") from None
 
     def _plan(self, sql: str, *, params: Sequence[Any] | Mapping[str, Any] | None,
               epsilon: float | None, delta: float | None, analyst: AnalystConfig | None) -> PreparedQuery:
-        tree = bind_parameters(parse_statement(sql), params)
+        tree = canonical_aggregates(bind_parameters(parse_statement(sql), params))
         flat, join = flatten_joins(tree, self.config) if isinstance(tree, exp.Select) else (tree, None)
         checked = check_query(flat, self.config, join.table if join is not None else None)
         if not checked.table.is_private:
@@ -421,13 +427,18 @@ def release(plan: DPPlan, exact_rows: list[tuple[Any, ...]]) -> NoisyTable:
     Public key domains: every declared key combination is released (noise on 0
     where the data has no row), no δ. Otherwise: a group is released only if
     its noisy count of people reaches the plan's threshold (this costs δ).
+    Quantiles are then post-processed from their noisy histograms.
     """
     nkeys = len(plan.keys)
-    names = [m.name for m in plan.measures]
+    offsets: dict[str, slice] = {}
+    width = 0
+    for m in plan.measures:
+        offsets[m.name] = slice(width, width + len(m.columns))
+        width += len(m.columns)
     domain = plan.public_domain if nkeys else [()]
     if domain is not None:
         index = {key: i for i, key in enumerate(domain)}
-        exact = np.zeros((len(domain), len(names)), dtype=np.int64)
+        exact = np.zeros((len(domain), width), dtype=np.int64)
         for row in exact_rows:
             pos = index.get(tuple(row[:nkeys]))
             if pos is not None:  # keys outside the domain were filtered in SQL; never released
@@ -436,20 +447,27 @@ def release(plan: DPPlan, exact_rows: list[tuple[Any, ...]]) -> NoisyTable:
     else:
         keys = [tuple(row[:nkeys]) for row in exact_rows]
         exact = np.array([[_as_int(v) for v in row[nkeys:]] for row in exact_rows], dtype=np.int64).reshape(
-            len(exact_rows), len(names))
-        t = names.index(plan.threshold_measure)  # type: ignore[arg-type]
-        m = plan.measures[t]
-        noisy_people = add_noise(plan, exact[:, t], m.scale)
+            len(exact_rows), width)
+        t = offsets[plan.threshold_measure].start  # type: ignore[index]
+        noisy_people = add_noise(plan, exact[:, t], plan.measure(plan.threshold_measure).scale)  # type: ignore[arg-type]
         keep = noisy_people >= plan.threshold
         exact = exact[keep]
         exact[:, t] = noisy_people[keep]
         keys = [k for k, kept in zip(keys, keep) if kept]
     measures: dict[str, np.ndarray] = {}
-    for j, m in enumerate(plan.measures):
-        column = exact[:, j]
-        if m.name != plan.threshold_measure or domain is not None:
-            column = add_noise(plan, column, m.scale) if m.scale > 0 else column
-        measures[m.name] = column.astype(np.float64) * m.unit
+    histograms: dict[str, np.ndarray] = {}
+    for m in plan.measures:
+        block = exact[:, offsets[m.name]]
+        if m.scale > 0 and (m.name != plan.threshold_measure or domain is not None):
+            block = add_noise(plan, block.reshape(-1), m.scale).reshape(block.shape)
+        if m.kind == "hist":
+            histograms[m.name] = block.astype(np.float64) * m.unit
+        else:
+            measures[m.name] = block[:, 0].astype(np.float64) * m.unit
+    for out in plan.outputs:
+        if out.func == "quantile":
+            m = plan.measure(out.measures[0])
+            measures[out.derived] = noisy_quantile(histograms[m.name], m, out.param)  # type: ignore[index,arg-type]
     key_columns = [[None if k[i] is None else str(k[i]) for k in keys] for i in range(nkeys)]
     return NoisyTable(keys=key_columns, measures=measures)
 
@@ -483,6 +501,9 @@ def _measure_text(m: Measure) -> str:
         return "row count"
     if m.kind == "units":
         return "count of people"
+    if m.kind == "hist":
+        return (f"histogram of {arg} over [{m.clamp_lo:g}, {m.clamp_hi:g}] in {m.bins} bins of width {m.width:g} "
+                "(rows per bin)")
     if m.kind == "nonnull":
         return f"count of non-NULL {arg}"
     clamp = f"clamped to [{m.clamp_lo:g}, {m.clamp_hi:g}]"
@@ -499,6 +520,10 @@ def _column_error(node: exp.Expression, plan: DPPlan) -> str:
     if isinstance(node, exp.AggFunc):
         out = plan.outputs[node.meta[AGG_META]]
         first = plan.measure(out.measures[0])
+        if out.func == "quantile":
+            what = {0.0: "MIN", 1.0: "MAX"}.get(out.param, f"the {out.param:g} quantile")  # type: ignore[arg-type]
+            return (f"{what} read off the noisy histogram (post-processing): error about one bin "
+                    f"({first.width:g}) where data is dense, more where it is sparse")
         if out.func.startswith(("var", "stddev")):
             return "computed from noisy centred sums of values and squares and a noisy count (post-processing)"
         if out.func == "avg":

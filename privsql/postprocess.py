@@ -17,7 +17,7 @@ from sqlglot import exp
 
 from privsql.isolated_duckdb import duckdb_type_name, isolated_connection
 from privsql.results import ColumnAccuracy, OutputColumn
-from privsql.sql.plan import DPPlan, OutputAgg
+from privsql.sql.plan import DPPlan, Measure, OutputAgg
 from privsql.sql.validate import AGG_META, CheckedQuery, output_name, strip_qualifiers
 
 _KEY_SQL_TYPES = {"int": "BIGINT", "float": "DOUBLE", "text": "VARCHAR", "bool": "BOOLEAN", "date": "DATE",
@@ -35,6 +35,50 @@ class NoisyTable:
         return len(next(iter(self.measures.values()))) if self.measures else 0
 
 
+def empty_noisy_table(plan: DPPlan) -> NoisyTable:
+    """A noisy table with no groups and every column the output query reads."""
+    names = [m.name for m in plan.measures if m.kind != "hist"] + [o.derived for o in plan.outputs if o.derived]
+    return NoisyTable(keys=[[] for _ in plan.keys], measures={n: np.zeros(0) for n in names})
+
+
+def noisy_quantile(histograms: np.ndarray, m: Measure, p: float) -> np.ndarray:
+    """The p-quantile of each group's noisy histogram (rows: groups, columns: bins, in rows).
+
+    Post-processing only: negative noisy counts are set to 0, the cumulative
+    count is walked to p · total and interpolated within the bin (integer bins
+    give the bin's value). p = 0 and p = 1 (MIN, MAX) return the first and last
+    bin whose cumulative count clears the noise's 95% level, so noise alone
+    rarely sets them. NaN (→ NULL) where the histogram holds nothing.
+    """
+    assert m.clamp_lo is not None
+    counts = np.clip(histograms, 0, None)
+    total = counts.sum(axis=1)
+    noise_level = m.ci95
+    out = np.full(len(counts), np.nan)
+    for g, (row, t) in enumerate(zip(counts, total)):
+        if t <= noise_level:
+            continue
+        if p <= 0:
+            i = int(np.argmax(np.cumsum(row) > noise_level))
+            out[g] = m.clamp_lo + i * m.width
+            continue
+        if p >= 1:
+            i = len(row) - 1 - int(np.argmax(np.cumsum(row[::-1]) > noise_level))
+            out[g] = m.clamp_lo + (i if m.integer_bins else i + 1) * m.width
+            continue
+        cum = np.cumsum(row)
+        target = p * t
+        i = int(np.searchsorted(cum, target))
+        i = min(i, len(row) - 1)
+        if m.integer_bins:
+            out[g] = m.clamp_lo + i
+        else:
+            before = cum[i - 1] if i > 0 else 0.0
+            inside = (target - before) / row[i] if row[i] > 0 else 0.5
+            out[g] = m.clamp_lo + (i + min(max(inside, 0.0), 1.0)) * m.width
+    return out
+
+
 def _double(value: float) -> exp.Expression:
     """A DOUBLE literal (a bare 1.5 would be DECIMAL in DuckDB)."""
     return exp.cast(exp.Literal.number(repr(float(value))), "DOUBLE")
@@ -42,11 +86,14 @@ def _double(value: float) -> exp.Expression:
 
 def _agg_formula(out: OutputAgg, plan: DPPlan) -> exp.Expression:
     """The SQL formula of one aggregate over noisy measure columns."""
+    if out.func == "quantile":
+        value: exp.Expression = exp.column(out.derived)
+        return exp.func("round", value) if out.integral else value
     cols = [exp.column(n) for n in out.measures]
     if out.func in ("count", "count_expr", "count_units"):
         return exp.cast(exp.func("greatest", exp.func("round", cols[0]), exp.Literal.number(0)), "BIGINT")
     if out.func == "sum":
-        value: exp.Expression = cols[0]
+        value = cols[0]
         if out.lower is not None and out.lower >= 0:
             value = exp.func("greatest", value, exp.Literal.number(0))
         elif out.upper is not None and out.upper <= 0:

@@ -9,7 +9,11 @@ import click
 
 from privsql.errors import PrivsqlError
 
-DEFAULT_SAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "config" / "privsql.yaml"
+def default_sample_config() -> Path:
+    """The project's config/privsql.yaml: next to the source tree (editable install), else in the
+    current folder (e.g. /app in the Docker image)."""
+    beside = Path(__file__).resolve().parents[2] / "config" / "privsql.yaml"
+    return beside if beside.exists() else Path("config") / "privsql.yaml"
 
 
 @click.command("load-sample")
@@ -30,7 +34,7 @@ def load_sample(dsn: str, schema: str, config_path: str | None) -> None:
     from privsql.config import load_config
 
     try:
-        config = load_config(config_path or DEFAULT_SAMPLE_CONFIG)
+        config = load_config(config_path or default_sample_config())
         loaded = load_postgres(dsn, schema, config)
     except PrivsqlError as exc:
         click.echo(f"privsql: error [{exc.sqlstate}]: {exc.message}", err=True)

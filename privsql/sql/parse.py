@@ -60,7 +60,8 @@ def parse_statement(sql: str, *, dialect: str = INPUT_DIALECT) -> exp.Expression
 
 
 def _placeholders(tree: exp.Expression) -> list[exp.Expression]:
-    return [n for n in tree.walk() if isinstance(n, (exp.Placeholder, exp.Parameter))]
+    """Placeholders in the order they appear in the text (depth-first, left to right)."""
+    return [n for n in tree.walk(bfs=False) if isinstance(n, (exp.Placeholder, exp.Parameter))]
 
 
 def count_parameters(tree: exp.Expression) -> int:

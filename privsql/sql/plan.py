@@ -40,6 +40,8 @@ from privsql.sql.prepare import DUCKDB_TARGET, prepare_row_expr
 from privsql.sql.validate import CheckedQuery
 
 GRID_BITS = 30  # per-person sum contributions are rounded to 2^-30 of their bound
+HIST_BITS = 20  # per-person histogram counts (scaled to max_rows) are floored to 2^-20 of a row
+MAX_BINS = 128  # quantile histograms: at most this many bins over [lower, upper]
 MAX_DOMAIN_CELLS = 100_000
 
 
@@ -48,7 +50,7 @@ class Measure:
     """One noisy partial aggregate per group.
 
     kind: 'rows' | 'nonnull' | 'sum' | 'csum' (sum of value − center) | 'csq' (sum of
-    (value − center)²) | 'units'.
+    (value − center)²) | 'units' | 'hist' (row counts per bin of the clamped value, for quantiles).
     ``person_lo``/``person_hi`` bound one person's contribution to one group
     (enforced in SQL); ``unit`` is the fixed-point grid (1 for counts).
     """
@@ -66,6 +68,23 @@ class Measure:
     epsilon: float  # this measure's share: ε (Laplace) or ρ (Gaussian)
     scale: float  # Laplace b or Gaussian σ in grid units (0: no noise needed, the value is data-independent)
     mechanism: str = "laplace"
+    bins: int = 1  # 'hist': number of bins over [clamp_lo, clamp_hi]; the measure has one value per bin
+    integer_bins: bool = False  # 'hist' over an integer expression: bin i holds the value clamp_lo + i
+
+    @property
+    def columns(self) -> list[str]:
+        """The backend result columns of this measure: one, or one per histogram bin."""
+        if self.kind == "hist":
+            return [f"{self.name}_{b}" for b in range(self.bins)]
+        return [self.name]
+
+    @property
+    def width(self) -> float:
+        """Width of one histogram bin."""
+        assert self.clamp_lo is not None and self.clamp_hi is not None
+        if self.integer_bins:
+            return 1.0
+        return (self.clamp_hi - self.clamp_lo) / self.bins
 
     @property
     def ci95(self) -> float:
@@ -80,11 +99,13 @@ class Measure:
 class OutputAgg:
     """How one aggregate call is computed from noisy measures."""
 
-    func: str  # 'count', 'count_expr', 'sum', 'avg', 'var_*', 'stddev_*', 'count_units'
+    func: str  # 'count', 'count_expr', 'sum', 'avg', 'var_*', 'stddev_*', 'quantile', 'count_units'
     measures: tuple[str, ...]  # names of the measures it reads
     integral: bool
     lower: float | None  # the clamping interval of the argument (avg post-processing)
     upper: float | None
+    param: float | None = None  # quantile fraction
+    derived: str | None = None  # quantiles: the post-processed column holding the estimate
 
 
 @dataclass(frozen=True)
@@ -203,9 +224,12 @@ def build_plan(query: CheckedQuery, *, epsilon: float, delta: float, defaults: D
             names = (need("sum", call.arg, lo, hi),)
         elif call.func == "avg":
             names = (need("csum", call.arg, lo, hi), need("nonnull", call.arg))
+        elif call.func == "quantile":
+            names = (need("hist", call.arg, lo, hi),)
         else:  # variance / standard deviation
             names = (need("csum", call.arg, lo, hi), need("csq", call.arg, lo, hi), need("nonnull", call.arg))
-        outputs.append(OutputAgg(call.func, names, bool(info and info.integral), lo, hi))
+        derived = f"__q{len(outputs)}" if call.func == "quantile" else None
+        outputs.append(OutputAgg(call.func, names, bool(info and info.integral), lo, hi, call.param, derived))
     threshold_measure = need("units", None) if needs_threshold else None
 
     gaussian = mechanism == "gaussian"
@@ -217,7 +241,13 @@ def build_plan(query: CheckedQuery, *, epsilon: float, delta: float, defaults: D
     measures = []
     for spec, share in zip(specs, shares):
         person_lo, person_hi, bound = _person_bound(spec, rows)
-        unit = 1.0 if spec["kind"] in ("rows", "nonnull", "units") or bound == 0 else bound / 2**GRID_BITS
+        bins, integer_bins = _bins(spec, query) if spec["kind"] == "hist" else (1, False)
+        if spec["kind"] == "hist":
+            unit = rows / 2**HIST_BITS if not table.one_row_per_unit else 1.0
+        elif spec["kind"] in ("rows", "nonnull", "units") or bound == 0:
+            unit = 1.0
+        else:
+            unit = bound / 2**GRID_BITS
         sens = group_factor * (bound / unit) if bound else 0.0
         center = (spec["lo"] + spec["hi"]) / 2 if spec["kind"] in ("csum", "csq") else 0.0
         if sens <= 0:
@@ -225,7 +255,7 @@ def build_plan(query: CheckedQuery, *, epsilon: float, delta: float, defaults: D
         else:
             scale = gaussian_scale(sens, share) if gaussian else laplace_scale(sens, share)
         measures.append(Measure(spec["name"], spec["kind"], spec["arg"], spec["lo"], spec["hi"], center,
-                                person_lo, person_hi, unit, sens, share, scale, mechanism))
+                                person_lo, person_hi, unit, sens, share, scale, mechanism, bins, integer_bins))
     threshold = None
     if threshold_measure is not None:
         m = next(x for x in measures if x.name == threshold_measure)
@@ -238,12 +268,25 @@ def build_plan(query: CheckedQuery, *, epsilon: float, delta: float, defaults: D
                   mechanism=mechanism, rho=rho)
 
 
+def _bins(spec: dict[str, Any], query: CheckedQuery) -> tuple[int, bool]:
+    """Histogram bins for a quantile: one per integer when an integer range fits, else MAX_BINS."""
+    lo, hi = spec["lo"], spec["hi"]
+    integral = any(c.func == "quantile" and c.arg is not None and c.arg.sql() == spec["arg"].sql()
+                   and c.info is not None and c.info.integral for c in query.aggregates)
+    if integral and float(lo).is_integer() and float(hi).is_integer() and hi - lo + 1 <= MAX_BINS:
+        return int(hi - lo) + 1, True
+    return MAX_BINS, False
+
+
 def _person_bound(spec: dict[str, Any], rows: int) -> tuple[float, float, float]:
-    """One person's contribution interval to one group, and its largest magnitude."""
+    """One person's contribution interval to one group, and its largest magnitude.
+
+    For a histogram ('hist') the interval bounds the L1 norm of a person's counts
+    over all bins: at most max_rows rows (scaled down when they have more)."""
     kind = spec["kind"]
     if kind == "units":
         return 0.0, 1.0, 1.0
-    if kind in ("rows", "nonnull"):
+    if kind in ("rows", "nonnull", "hist"):
         return 0.0, float(rows), float(rows)
     lo, hi = spec["lo"], spec["hi"]
     if kind == "csum":

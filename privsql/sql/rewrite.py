@@ -68,12 +68,31 @@ def _row_value(m: Measure, a: exp.Expression) -> exp.Expression:
     return value
 
 
+def bin_index(m: Measure, a: exp.Expression) -> exp.Expression:
+    """The histogram bin (0 .. bins − 1) of the clamped value; NULL stays NULL."""
+    assert m.clamp_lo is not None and m.clamp_hi is not None
+    offset = exp.Sub(this=clamp(a, m.clamp_lo, m.clamp_hi), expression=_num(m.clamp_lo))
+    if m.integer_bins:
+        return exp.cast(exp.func("round", offset), "BIGINT")
+    scaled = exp.Mul(this=exp.paren(offset), expression=_num(m.bins / (m.clamp_hi - m.clamp_lo)))
+    return exp.func("least", exp.cast(exp.func("floor", scaled), "BIGINT"), _num(m.bins - 1))
+
+
+def _bin_counts(m: Measure, bin_col: exp.Expression, suffix: str) -> list[exp.Expression]:
+    return [exp.Count(this=exp.Case(ifs=[exp.If(this=exp.EQ(this=bin_col.copy(), expression=_num(b)),
+                                                true=exp.Literal.number(1))])).as_(f"{m.name}_{suffix}{b}")
+            for b in range(m.bins)]
+
+
 def _per_person_parts(m: Measure, arg: str | None) -> list[exp.Expression]:
     """Raw per-(person, group) aggregates a measure needs, named after the measure."""
     if m.kind == "rows":
         return [exp.Count(this=exp.Star()).as_(f"{m.name}_n")]
     if m.kind == "units":
         return []
+    if m.kind == "hist":
+        bin_col = exp.column(f"{m.name}_bin")
+        return [*_bin_counts(m, bin_col, "h"), exp.Count(this=bin_col.copy()).as_(f"{m.name}_n")]
     a = exp.column(arg) if arg else None
     if m.kind == "nonnull":
         return [exp.Count(this=a).as_(f"{m.name}_n")]
@@ -81,34 +100,44 @@ def _per_person_parts(m: Measure, arg: str | None) -> list[exp.Expression]:
     return [exp.Sum(this=_row_value(m, a)).as_(f"{m.name}_s"), exp.Count(this=a.copy()).as_(f"{m.name}_n")]
 
 
-def _person_contribution(m: Measure, max_rows: int) -> exp.Expression:
-    """One person's bounded contribution to one group, on the measure's grid.
+def _person_contribution(m: Measure, max_rows: int) -> list[exp.Expression]:
+    """One person's bounded contribution to one group, on the measure's grid (aliased columns).
 
     Counts are capped at max_rows. Sums of a person with n > max_rows values are
     scaled by max_rows / n (their mean times max_rows), then clamped to the
-    measure's per-person interval, so the bound holds whatever the data holds."""
+    measure's per-person interval; histogram counts are scaled the same way and
+    floored, so their total stays within max_rows. The bound holds whatever the
+    data holds."""
     rows = _num(max_rows)
     if m.kind == "units":
-        return exp.Literal.number(1)
+        return [exp.Literal.number(1).as_(m.name)]
     n = exp.column(f"{m.name}_n")
     if m.kind in ("rows", "nonnull"):
-        return exp.func("least", n, rows)
+        return [exp.func("least", n, rows).as_(m.name)]
+    if m.kind == "hist":  # floor(h · 2^HIST_BITS / max(n, max_rows)) in exact integer arithmetic
+        scale = _num(round(max_rows / m.unit))
+        return [exp.IntDiv(this=exp.Mul(this=exp.column(f"{m.name}_h{b}"), expression=scale),
+                           expression=exp.func("greatest", n.copy(), rows.copy())).as_(f"{m.name}_{b}")
+                for b in range(m.bins)]
     total = exp.column(f"{m.name}_s")
     scaled = exp.Case(ifs=[exp.If(this=exp.GT(this=n, expression=rows),
                                   true=exp.Div(this=exp.Mul(this=total.copy(), expression=rows), expression=n.copy()))],
                       default=total)
     value = exp.func("coalesce", scaled, exp.Literal.number(0))  # finite and non-NULL from here on
     bounded = exp.func("least", exp.func("greatest", value, _num(m.person_lo)), _num(m.person_hi))
-    return _fixed(bounded, m.unit)
+    return [_fixed(bounded, m.unit).as_(m.name)]
 
 
-def _per_row_measure(m: Measure, arg: exp.Expression | None) -> exp.Expression:
+def _per_row_measure(m: Measure, arg: exp.Expression | None) -> list[exp.Expression]:
+    """Aggregates of one measure when each person has one row (aliased columns)."""
     if m.kind in ("rows", "units"):
-        return exp.Count(this=exp.Star())
+        return [exp.Count(this=exp.Star()).as_(m.name)]
+    if m.kind == "hist":
+        return _bin_counts(m, exp.column(f"{m.name}_bin"), "")
     assert arg is not None
     if m.kind == "nonnull":
-        return exp.Count(this=arg)
-    return exp.Sum(this=_fixed(_row_value(m, arg), m.unit))
+        return [exp.Count(this=arg).as_(m.name)]
+    return [exp.Sum(this=_fixed(_row_value(m, arg), m.unit)).as_(m.name)]
 
 
 def _domain_filter(plan: DPPlan, key_exprs: list[exp.Expression]) -> exp.Expression | None:
@@ -138,30 +167,31 @@ def rewrite(plan: DPPlan, target: SqlTarget, *, table_ref: exp.Expression, salt:
     where = _and(where, _domain_filter(plan, key_exprs))
     knames = [f"__k{i}" for i in range(len(plan.keys))]
 
-    if not plan.per_person:
-        args = {m.name: prepare_row_expr(m.arg, table, target) if m.arg is not None else None for m in plan.measures}
-        sel = exp.select(*[e.as_(n) for e, n in zip(key_exprs, knames)],
-                         *[_per_row_measure(m, args[m.name]).as_(m.name) for m in plan.measures])
-        sel = sel.from_(table_ref.copy())
-        if where is not None:
-            sel = sel.where(where)
-        if knames:
-            sel = sel.group_by(*[e.copy() for e in key_exprs])
-        return sel
-
     arg_names: dict[str, str] = {}
-    arg_exprs: list[exp.Expression] = []
+    row_columns: list[exp.Expression] = []
     for m in plan.measures:
-        if m.arg is not None:
-            sql = m.arg.sql()
-            if sql not in arg_names:
-                arg_names[sql] = f"__a{len(arg_names)}"
-                arg_exprs.append(prepare_row_expr(m.arg, table, target).as_(arg_names[sql]))
-    unit_col = exp.column(table.privacy_unit)
-    rows = exp.select(unit_col.as_("__pid"), *[e.as_(n) for e, n in zip(key_exprs, knames)], *arg_exprs)
-    rows = rows.from_(table_ref.copy())
+        if m.arg is not None and m.arg.sql() not in arg_names:
+            arg_names[m.arg.sql()] = f"__a{len(arg_names)}"
+            row_columns.append(prepare_row_expr(m.arg, table, target).as_(arg_names[m.arg.sql()]))
+        if m.kind == "hist":
+            assert m.arg is not None
+            row_columns.append(bin_index(m, exp.column(arg_names[m.arg.sql()])).as_(f"{m.name}_bin"))
+    unit = [exp.column(table.privacy_unit).as_("__pid")] if plan.per_person else []
+    # one row per input row: the unit, keys, aggregate arguments, histogram bins (arguments are
+    # computed first so a bin can refer to its argument)
+    projection = [*unit, *[e.as_(n) for e, n in zip(key_exprs, knames)],
+                  *[c for c in row_columns if not c.alias.endswith("_bin")]]
+    inner = exp.select(*(projection or [exp.Literal.number(1).as_("__row")])).from_(table_ref.copy())
     if where is not None:
-        rows = rows.where(where)
+        inner = inner.where(where)
+    bins = [c for c in row_columns if c.alias.endswith("_bin")]
+    rows = exp.select("*", *bins).from_(inner.subquery("__input")) if bins else inner
+
+    if not plan.per_person:
+        sel = exp.select(*knames, *[c for m in plan.measures for c in _per_row_measure(
+            m, exp.column(arg_names[m.arg.sql()]) if m.arg is not None else None)])
+        sel = sel.from_(rows.subquery("__rows"))
+        return sel.group_by(*knames) if knames else sel
 
     per_person = exp.select(
         "__pid", *knames,
@@ -169,11 +199,11 @@ def rewrite(plan: DPPlan, target: SqlTarget, *, table_ref: exp.Expression, salt:
           for part in _per_person_parts(m, arg_names.get(m.arg.sql()) if m.arg is not None else None)],
     ).from_("__rows").group_by("__pid", *knames)
     contributions = exp.select(
-        "__pid", *knames, *[_person_contribution(m, plan.max_rows).as_(m.name) for m in plan.measures],
+        "__pid", *knames, *[c for m in plan.measures for c in _person_contribution(m, plan.max_rows)],
     ).from_("__per_person")
 
     source = "__contributions"
-    final = exp.select(*knames, *[exp.Sum(this=exp.column(m.name)).as_(m.name) for m in plan.measures])
+    final = exp.select(*knames, *[exp.Sum(this=exp.column(c)).as_(c) for m in plan.measures for c in m.columns])
     query = final.with_("__rows", as_=rows).with_("__per_person", as_=per_person).with_(
         "__contributions", as_=contributions)
     if plan.bound_groups:

@@ -19,7 +19,7 @@ from privsql.sql.rowexpr import BOOL, NULL, NUM, RowExprChecker, RowInfo, litera
 
 AGG_META = "privsql_agg"
 SUPPORTED_AGGREGATES = ("COUNT(*), COUNT(col), COUNT(DISTINCT <privacy unit>), SUM, AVG, VAR_SAMP/VARIANCE, VAR_POP, "
-                        "STDDEV/STDDEV_SAMP, STDDEV_POP")
+                        "STDDEV/STDDEV_SAMP, STDDEV_POP, MEDIAN, PERCENTILE_CONT/PERCENTILE_DISC, QUANTILE, MIN, MAX")
 #: bounded numeric aggregates: sqlglot node → privsql function name
 _BOUNDED_AGGREGATES = {exp.Sum: "sum", exp.Avg: "avg", exp.Variance: "var_samp", exp.VariancePop: "var_pop",
                        exp.Stddev: "stddev_samp", exp.StddevSamp: "stddev_samp", exp.StddevPop: "stddev_pop"}
@@ -43,7 +43,8 @@ class AggCall:
     """One distinct aggregate call of the query.
 
     func: 'count' (rows, arg None), 'count_expr', 'sum', 'avg', 'var_samp', 'var_pop',
-    'stddev_samp', 'stddev_pop', 'count_units' (COUNT(DISTINCT <privacy unit>)). ``arg`` is the row expression (qualifiers
+    'stddev_samp', 'stddev_pop', 'quantile' (also MEDIAN, PERCENTILE_*, MIN = quantile 0, MAX = 1),
+    'count_units' (COUNT(DISTINCT <privacy unit>)). ``arg`` is the row expression (qualifiers
     stripped), ``info`` its kind and derived clamping interval.
     """
 
@@ -51,6 +52,7 @@ class AggCall:
     arg: exp.Expression | None
     info: RowInfo | None
     sql: str  # canonical text, the identity used to de-duplicate calls
+    param: float | None = None  # the fraction of a quantile (MIN = 0, MAX = 1)
 
 
 @dataclass(frozen=True)
@@ -193,6 +195,10 @@ class _AggregateCollector:
         if isinstance(node, exp.Count):
             return self._count(node, label)
         func = _BOUNDED_AGGREGATES.get(type(node))
+        if isinstance(node, (exp.Quantile, exp.Min, exp.Max)):
+            if node.expressions:
+                raise UnsupportedQuery(f"{label} takes one argument")
+            func = "quantile"
         if func is not None:
             arg = node.this
             if isinstance(arg, exp.Distinct):
@@ -205,6 +211,10 @@ class _AggregateCollector:
                 raise PrivacyRefused(f"{label} cannot be bounded: declare lower and upper for column(s) "
                                      f"{', '.join(cols) or '?'} in the config (bounds are never taken from the data)")
             stripped = strip_qualifiers(arg)
+            if func == "quantile":
+                p = 0.0 if isinstance(node, exp.Min) else 1.0 if isinstance(node, exp.Max) else \
+                    literal_number(node.args["quantile"])
+                return AggCall(func, stripped, info, f"quantile({stripped.sql()}, {p!r})", param=p)
             return AggCall(func, stripped, info, f"{func}({stripped.sql()})")
         name = node.sql_name() if not isinstance(node, exp.Anonymous) else node.name.upper()
         raise UnsupportedQuery(f"aggregate {name} is not supported yet; supported: {SUPPORTED_AGGREGATES}")
