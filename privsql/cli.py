@@ -210,16 +210,16 @@ def budget(analyst: str | None, config: str | None, ledger_rows: int) -> None:
                            f"{e.outcome:<8} {text}")
 
 
-def _register_optional_commands() -> None:
-    try:
-        from privsql.server.commands import passwd, serve  # type: ignore[attr-defined]
-    except ImportError:
-        return
+def _register_commands() -> None:
+    from privsql.backends.commands import load_sample
+    from privsql.server.commands import passwd, serve
+
     main.add_command(serve)
     main.add_command(passwd)
+    main.add_command(load_sample)
 
 
-_register_optional_commands()
+_register_commands()
 
 if __name__ == "__main__":
     main()
