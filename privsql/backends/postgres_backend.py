@@ -226,7 +226,7 @@ class PostgresBackend(Backend):
                     with conn.cursor() as cur:
                         cur.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(ms)))
                         cur.execute(sql_text)  # type: ignore[arg-type] # no parameters: '%' is not special
-                        rows = cur.fetchall()
+                        rows = [tuple(as_python(v) for v in r) for r in cur.fetchall()]
                 finally:
                     if not conn.closed and not conn.broken:
                         conn.rollback()
@@ -256,7 +256,10 @@ class PostgresBackend(Backend):
 
 
 def as_python(value: Any) -> Any:
-    """NUMERIC → int when integral (measures), else float (derived keys)."""
+    """NUMERIC → int when integral (every measure: exact sums of grid units), else float.
+
+    Derived numeric keys (``GROUP BY age / 10``) are NUMERIC here but DOUBLE on DuckDB and
+    Spark; as floats they match the engine's key domains the same way on every backend."""
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     return value
