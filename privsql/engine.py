@@ -14,6 +14,7 @@ Guarantees this module relies on and provides:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import secrets
@@ -32,7 +33,7 @@ from privsql.accounting import BudgetStore, Cost, LedgerEntry, open_store
 from privsql.accounting.policy import limits_for, mechanism_for, standing
 from privsql.backends.base import Backend
 from privsql.config import AnalystConfig, Config, load_config
-from privsql.errors import InvalidParameter, PrivsqlError, QuerySyntaxError, UnknownAnalyst, UnsupportedQuery
+from privsql.errors import InvalidParameter, QuerySyntaxError, UnknownAnalyst, UnsupportedQuery
 from privsql.mechanisms import add_gaussian_noise, add_laplace_noise
 from privsql.postprocess import (
     NoisyTable,
@@ -272,23 +273,18 @@ class Engine:
         except BaseException:
             self.store.finish(ledger_id, "failed")
             raise
-        self.store.finish(ledger_id, "answered")
-        now = standing(who, self.store.spent(who.name))
-        report = PrivacyReport(
-            analyst=who.name, epsilon=plan.epsilon, delta=plan.delta,
-            epsilon_remaining=now.epsilon_remaining, delta_remaining=now.delta_remaining,
-            columns=column_accuracy(columns, ci_index, cis, prepared.checked, plan),
-        )
+        accuracy = column_accuracy(columns, ci_index, cis, prepared.checked, plan)
+        provisional = QueryResult(columns=columns, rows=rows, cell_ci=cis, privacy=PrivacyReport(
+            analyst=who.name, epsilon=plan.epsilon, delta=plan.delta, epsilon_remaining=0.0, delta_remaining=0.0,
+            columns=accuracy))
+        cache = (key, encode_result(provisional)) if key is not None else None
+        now = standing(who, self.store.complete(ledger_id, who.name, "answered", cache=cache))
+        report = dataclasses.replace(provisional.privacy, epsilon_remaining=now.epsilon_remaining,
+                                     delta_remaining=now.delta_remaining)
         notice = (f"privsql: spent ε={plan.epsilon:g}" + (f", δ={plan.delta:g}" if plan.delta else "")
                   + (f" (ρ={plan.rho:.4g}, zCDP)" if plan.rho else "")
                   + f"; remaining ε={report.epsilon_remaining:.6g}, δ={report.delta_remaining:.3g}")
-        result = QueryResult(columns=columns, rows=rows, privacy=report, notices=[notice], cell_ci=cis)
-        if key is not None:
-            try:
-                self.store.cache_put(who.name, key, encode_result(result))
-            except PrivsqlError:
-                pass  # the answer is released and paid for; failing to cache it only costs a later repeat
-        return result
+        return QueryResult(columns=columns, rows=rows, privacy=report, notices=[notice], cell_ci=cis)
 
     def _public(self, prepared: PreparedQuery) -> QueryResult:
         """A query over a public table: no personal data, so exact and free."""
@@ -304,17 +300,16 @@ class Engine:
                            notices=[f"privsql: {table.name} is a public table: exact answer, no budget spent"])
 
     def _cached(self, who: AnalystConfig, key: str, prepared: PreparedQuery) -> QueryResult | None:
-        blob = self.store.cache_get(who.name, key)
-        if blob is None:
+        found = self.store.replay(who.name, key, sql_hash=prepared.sql_hash, sql_text=prepared.sql)
+        if found is None:
             return None
+        blob, spent = found
+        now = standing(who, spent)
         try:
-            now = standing(who, self.store.spent(who.name))
-            result = decode_result(blob, analyst=who.name, epsilon_remaining=now.epsilon_remaining,
-                                   delta_remaining=now.delta_remaining)
+            return decode_result(blob, analyst=who.name, epsilon_remaining=now.epsilon_remaining,
+                                 delta_remaining=now.delta_remaining)
         except (ValueError, KeyError, TypeError):
             return None  # an unreadable entry is ignored: the query is answered (and charged) afresh
-        self.store.record_free(who.name, sql_hash=prepared.sql_hash, sql_text=prepared.sql, outcome="cached")
-        return result
 
     def describe(self, sql: str, *, params: Sequence[Any] | Mapping[str, Any] | None = None) -> list[OutputColumn]:
         """The result columns of a query, without reading data or spending budget."""

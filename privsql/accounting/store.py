@@ -181,6 +181,24 @@ class BudgetStore(ABC):
     def finish(self, ledger_id: int, outcome: str) -> None:
         """Mark a reservation 'answered' or 'failed'. Never refunds."""
 
+    def complete(self, ledger_id: int, analyst: str, outcome: str, *,
+                 cache: tuple[str, bytes] | None = None) -> Spent:
+        """Finish a reservation, optionally cache its answer, and return what ``analyst``
+        has spent now. Stores may do this in one transaction; never refunds."""
+        self.finish(ledger_id, outcome)
+        if cache is not None:
+            self.cache_put(analyst, cache[0], cache[1])
+        return self.spent(analyst)
+
+    def replay(self, analyst: str, key: str, *, sql_hash: str, sql_text: str) -> tuple[bytes, Spent] | None:
+        """A cached answer for (analyst, key) with a free 'cached' ledger row and what the
+        analyst has spent, or None (nothing written) when there is no such answer."""
+        blob = self.cache_get(analyst, key)
+        if blob is None:
+            return None
+        self.record_free(analyst, sql_hash=sql_hash, sql_text=sql_text, outcome="cached")
+        return blob, self.spent(analyst)
+
     @abstractmethod
     def record_free(self, analyst: str, *, sql_hash: str, sql_text: str, outcome: str = "cached") -> int:
         """Write a zero-cost ledger row (e.g. a cache hit); return its id."""
@@ -290,16 +308,37 @@ class SqlBudgetStore(BudgetStore):
             return self._insert_ledger(cur, analyst, sql_hash, sql_text, c, "reserved")
 
     def finish(self, ledger_id: int, outcome: str) -> None:
+        with self._transaction(write=True) as cur:
+            self._finish(cur, ledger_id, outcome)
+
+    def _finish(self, cur: Cursor, ledger_id: int, outcome: str) -> None:
         if outcome not in FINISH_OUTCOMES:
             raise ValueError(f"a reservation finishes as one of {FINISH_OUTCOMES}, not {outcome!r}")
         params = {"id": ledger_id, "o": outcome}
+        self._execute(cur, "UPDATE ledger SET outcome = :o WHERE id = :id AND outcome = 'reserved'", params)
+        if cur.rowcount != 1:
+            self._execute(cur, "SELECT outcome FROM ledger WHERE id = :id", params)
+            row = cur.fetchone()
+            state = "does not exist" if row is None else f"is already {row[0]!r}"
+            raise ValueError(f"cannot finish ledger entry {ledger_id}: it {state}")
+
+    def complete(self, ledger_id: int, analyst: str, outcome: str, *,
+                 cache: tuple[str, bytes] | None = None) -> Spent:
+        """Finish, cache and read what is spent in one transaction."""
         with self._transaction(write=True) as cur:
-            self._execute(cur, "UPDATE ledger SET outcome = :o WHERE id = :id AND outcome = 'reserved'", params)
-            if cur.rowcount != 1:
-                self._execute(cur, "SELECT outcome FROM ledger WHERE id = :id", params)
-                row = cur.fetchone()
-                state = "does not exist" if row is None else f"is already {row[0]!r}"
-                raise ValueError(f"cannot finish ledger entry {ledger_id}: it {state}")
+            self._finish(cur, ledger_id, outcome)
+            if cache is not None:
+                self._cache_put(cur, analyst, *cache)
+            return self._spent(cur, analyst)
+
+    def replay(self, analyst: str, key: str, *, sql_hash: str, sql_text: str) -> tuple[bytes, Spent] | None:
+        """Look up, record the free repeat and read what is spent in one transaction."""
+        with self._transaction(write=True) as cur:
+            blob = self._cache_get(cur, analyst, key)
+            if blob is None:
+                return None
+            self._insert_ledger(cur, analyst, sql_hash, sql_text, (0, 0, 0), "cached")
+            return blob, self._spent(cur, analyst)
 
     def record_free(self, analyst: str, *, sql_hash: str, sql_text: str, outcome: str = "cached") -> int:
         if outcome not in FREE_OUTCOMES:
@@ -309,8 +348,11 @@ class SqlBudgetStore(BudgetStore):
 
     def spent(self, analyst: str) -> Spent:
         with self._transaction(write=False) as cur:
-            self._execute(cur, "SELECT epsilon, delta, rho, queries FROM budget WHERE analyst = :a", {"a": analyst})
-            row = cur.fetchone()
+            return self._spent(cur, analyst)
+
+    def _spent(self, cur: Cursor, analyst: str) -> Spent:
+        self._execute(cur, "SELECT epsilon, delta, rho, queries FROM budget WHERE analyst = :a", {"a": analyst})
+        row = cur.fetchone()
         if row is None:
             return Spent(0.0, 0.0, 0.0, 0)
         return Spent(from_units(row[0]), from_units(row[1]), from_units(row[2]), int(row[3]))
@@ -329,14 +371,20 @@ class SqlBudgetStore(BudgetStore):
 
     def cache_get(self, analyst: str, key: str) -> bytes | None:
         with self._transaction(write=False) as cur:
-            self._execute(cur, "SELECT blob FROM cache WHERE analyst = :a AND key = :k", {"a": analyst, "k": key})
-            row = cur.fetchone()
+            return self._cache_get(cur, analyst, key)
+
+    def _cache_get(self, cur: Cursor, analyst: str, key: str) -> bytes | None:
+        self._execute(cur, "SELECT blob FROM cache WHERE analyst = :a AND key = :k", {"a": analyst, "k": key})
+        row = cur.fetchone()
         return None if row is None else bytes(row[0])
 
     def cache_put(self, analyst: str, key: str, blob: bytes) -> None:
         with self._transaction(write=True) as cur:
-            self._execute(cur, "INSERT INTO cache (analyst, key, blob) VALUES (:a, :k, :b)"
-                               " ON CONFLICT (analyst, key) DO NOTHING", {"a": analyst, "k": key, "b": blob})
+            self._cache_put(cur, analyst, key, blob)
+
+    def _cache_put(self, cur: Cursor, analyst: str, key: str, blob: bytes) -> None:
+        self._execute(cur, "INSERT INTO cache (analyst, key, blob) VALUES (:a, :k, :b)"
+                           " ON CONFLICT (analyst, key) DO NOTHING", {"a": analyst, "k": key, "b": blob})
 
 
 _NAMED_PARAM = re.compile(r"(?<![:\w]):(\w+)")

@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable, Container, Generator
 
-from privsql.errors import PrivsqlError, QueryCanceled, QuerySyntaxError
+from privsql.errors import PrivsqlError, QuerySyntaxError
 from privsql.server import messages as m
 from privsql.server import types as pgt
 from privsql.server.auth import AUTH_FAILED_SQLSTATE, MECHANISM, AuthFailed, Authenticator

@@ -23,7 +23,7 @@ from privsql.errors import QueryCanceled
 from privsql.server import messages as m
 from privsql.server.auth import Authenticator
 from privsql.server.catalog import ShadowCatalog, schema_from_config
-from privsql.server.executor import EngineLike, Executor
+from privsql.server.executor import Executor
 from privsql.server.protocol import (
     Call, CancelTarget, Connection, Receive, ReceiveTimeout, Send, StartTLS,
 )

@@ -21,6 +21,7 @@ from sqlglot import exp
 
 from privsql.config import ColumnMeta, Config, TableMeta
 from privsql.errors import DatatypeMismatch, PrivacyRefused, UndefinedColumn, UndefinedTable, UnsupportedQuery
+from privsql.sql.validate import configured_table, normalize_name
 from privsql.sql.prepare import SqlTarget, prepare_row_expr
 from privsql.sql.rowexpr import BOOL, NULL, RowExprChecker, snippet
 
@@ -37,27 +38,9 @@ class JoinSource:
     scope: JoinScope
 
 
-def _norm(ident: exp.Expression | None) -> str:
-    if ident is None:
-        return ""
-    if isinstance(ident, exp.Identifier):
-        return ident.name if ident.quoted else ident.name.lower()
-    return ident.name.lower()
-
-
 def _source(node: exp.Expression, config: Config) -> tuple[str, TableMeta]:
-    if isinstance(node, exp.Subquery):
-        raise UnsupportedQuery("sub-queries in FROM are not supported yet")
-    if not isinstance(node, exp.Table) or not isinstance(node.this, exp.Identifier):
-        raise PrivacyRefused(f"only configured tables may be read, not {snippet(node)}")
-    if node.args.get("catalog") or (node.args.get("db") and _norm(node.args["db"]) not in ("public", "main")):
-        raise UndefinedTable(f"relation \"{node.sql()}\" does not exist")
-    meta = config.tables.get(_norm(node.this))
-    if meta is None:
-        raise UndefinedTable(f"relation \"{node.name}\" does not exist (configured tables: "
-                             f"{', '.join(sorted(config.tables))})")
-    alias = node.args.get("alias")
-    return (_norm(alias.this) if alias is not None and alias.this is not None else meta.name), meta
+    meta, alias = configured_table(node, config)
+    return alias or meta.name, meta
 
 
 class JoinScope:
@@ -66,9 +49,9 @@ class JoinScope:
         self.using = using  # column names merged by USING: unqualified refs take the first table's
 
     def locate(self, col: exp.Column) -> tuple[str, ColumnMeta]:
-        name = _norm(col.this)
+        name = normalize_name(col.this)
         if col.table:
-            alias = _norm(col.args["table"])
+            alias = normalize_name(col.args["table"])
             meta = self.sources.get(alias)
             if meta is None:
                 raise UndefinedTable(f"missing FROM-clause entry for table \"{col.table}\"")
@@ -137,7 +120,7 @@ def flatten_joins(tree: exp.Select, config: Config) -> tuple[exp.Select, JoinSou
         previous = dict(sources)
         sources[alias] = meta
         if join.args.get("using"):
-            names = [_norm(i) for i in join.args["using"]]
+            names = [normalize_name(i) for i in join.args["using"]]
             owner = {n: next((a for a, m in previous.items() if n in m.columns), None) for n in names}
             for n in names:
                 if owner[n] is None or n not in meta.columns:
@@ -195,12 +178,12 @@ def flatten_joins(tree: exp.Select, config: Config) -> tuple[exp.Select, JoinSou
     aliases = {item.alias for item in out.expressions if isinstance(item, exp.Alias)}
     for i, item in enumerate(list(out.expressions)):
         if isinstance(item, exp.Column) and not isinstance(item.this, exp.Star):
-            out.expressions[i] = exp.alias_(item, _norm(item.this))
+            out.expressions[i] = exp.alias_(item, normalize_name(item.this))
     out.set("expressions", out.expressions)
     for col in list(out.find_all(exp.Column)):
         if isinstance(col.this, exp.Star):
             continue
-        if not col.table and _norm(col.this) in aliases and not any(_norm(col.this) in m.columns
+        if not col.table and normalize_name(col.this) in aliases and not any(normalize_name(col.this) in m.columns
                                                                      for m in sources.values()):
             continue  # a reference to a select-list alias (ORDER BY n)
         alias, meta = scope.locate(col)

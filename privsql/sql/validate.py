@@ -96,11 +96,11 @@ class _Scope:
 
     def resolve(self, col: exp.Column) -> ColumnMeta:
         qualifier = col.table
-        if qualifier and _norm(col.args["table"]) not in self.names:
+        if qualifier and normalize_name(col.args["table"]) not in self.names:
             raise UndefinedTable(f"missing FROM-clause entry for table \"{qualifier}\"")
         if col.args.get("db") or col.args.get("catalog"):
             raise UnsupportedQuery(f"column reference {col.sql()} has too many qualifiers")
-        name = _norm(col.this)
+        name = normalize_name(col.this)
         meta = self.table.columns.get(name)
         if meta is None:
             known = ", ".join(sorted(self.table.columns))
@@ -109,13 +109,39 @@ class _Scope:
         return meta
 
 
-def _norm(ident: exp.Expression | str) -> str:
+def normalize_name(ident: exp.Expression | str | None) -> str:
     """Identifier → config name: unquoted identifiers fold to lower case (PostgreSQL rules)."""
+    if ident is None:
+        return ""
     if isinstance(ident, exp.Identifier):
         return ident.name if ident.quoted else ident.name.lower()
     if isinstance(ident, exp.Expression):
         return ident.name.lower()
     return str(ident).lower()
+
+
+def configured_table(source: exp.Expression, config: Config,
+                     virtual: TableMeta | None = None) -> tuple[TableMeta, str | None]:
+    """A FROM/JOIN item → (configured table or ``virtual``, its alias or None).
+
+    Only plain configured table names are allowed: table functions, files, sub-queries
+    and other schemas are refused."""
+    if isinstance(source, exp.Subquery):
+        raise UnsupportedQuery("sub-queries in FROM are not supported yet")
+    if not isinstance(source, exp.Table) or not isinstance(source.this, exp.Identifier):
+        raise PrivacyRefused(f"only configured tables may be read, not {snippet(source)}")
+    if source.args.get("catalog") or (source.args.get("db") and normalize_name(source.args["db"]) not in ("public", "main")):
+        raise UndefinedTable(f"relation \"{source.sql()}\" does not exist")
+    for key in ("sample", "joins", "laterals", "pivots", "version", "when", "changes"):
+        if source.args.get(key):
+            raise UnsupportedQuery(f"{key.upper()} on a table is not supported")
+    name = normalize_name(source.this)
+    meta = virtual if virtual is not None and name == virtual.name else config.tables.get(name)
+    if meta is None:
+        raise UndefinedTable(f"relation \"{source.name}\" does not exist (configured tables: "
+                             f"{', '.join(sorted(config.tables))})")
+    alias = source.args.get("alias")
+    return meta, (normalize_name(alias.this) if alias is not None and alias.this is not None else None)
 
 
 def resolve_table(tree: exp.Select, config: Config, virtual: TableMeta | None = None) -> tuple[TableMeta, str | None]:
@@ -127,23 +153,7 @@ def resolve_table(tree: exp.Select, config: Config, virtual: TableMeta | None = 
     from_ = tree.args.get("from") or tree.args.get("from_")
     if from_ is None:
         raise PrivacyRefused("a query must read a configured table (FROM ...)")
-    source = from_.this
-    if isinstance(source, exp.Subquery):
-        raise UnsupportedQuery("sub-queries in FROM are not supported yet")
-    if not isinstance(source, exp.Table) or not isinstance(source.this, exp.Identifier):
-        raise PrivacyRefused(f"only configured tables may be read, not {snippet(source)}")
-    if source.args.get("catalog") or (source.args.get("db") and _norm(source.args["db"]) not in ("public", "main")):
-        raise UndefinedTable(f"relation \"{source.sql()}\" does not exist")
-    for key in ("sample", "joins", "laterals", "pivots", "version", "when", "changes"):
-        if source.args.get(key):
-            raise UnsupportedQuery(f"{key.upper()} on a table is not supported")
-    name = _norm(source.this)
-    meta = virtual if virtual is not None and name == virtual.name else config.tables.get(name)
-    if meta is None:
-        raise UndefinedTable(f"relation \"{source.name}\" does not exist (configured tables: "
-                             f"{', '.join(sorted(config.tables))})")
-    alias = source.args.get("alias")
-    return meta, (_norm(alias.this) if alias is not None and alias.this is not None else None)
+    return configured_table(from_.this, config, virtual)
 
 
 def _refuse_clauses(tree: exp.Select) -> None:
@@ -170,7 +180,7 @@ def strip_qualifiers(node: exp.Expression) -> exp.Expression:
     node = node.copy()
     for col in node.find_all(exp.Column):
         col.set("table", None)
-        col.set("this", exp.to_identifier(_norm(col.this)))
+        col.set("this", exp.to_identifier(normalize_name(col.this)))
     return node
 
 
@@ -254,7 +264,7 @@ def _check_output(node: exp.Expression, where: str, keys: list[GroupKey], collec
     if isinstance(node, exp.Column):
         if isinstance(node.this, exp.Star):
             raise PrivacyRefused("privsql answers aggregate queries only; SELECT * would return individual rows")
-        if not node.table and _norm(node.this) in aliases and where != "SELECT":
+        if not node.table and normalize_name(node.this) in aliases and where != "SELECT":
             return
         name = collector.scope.resolve(node).name
         if strip_qualifiers(node).sql() not in key_sqls:
