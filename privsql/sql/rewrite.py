@@ -208,8 +208,10 @@ def rewrite(plan: DPPlan, target: SqlTarget, *, table_ref: exp.Expression, salt:
         "__contributions", as_=contributions)
     if plan.bound_groups:
         order = target.order_hash([exp.column("__pid"), *[exp.column(k) for k in knames]], salt)
+        # keys break hash ties, so the choice depends on nothing but this person's own groups
+        ordering = [exp.Ordered(this=order), *[exp.Ordered(this=exp.column(k)) for k in knames]]
         numbered = exp.select("*", exp.Window(this=exp.RowNumber(), partition_by=[exp.column("__pid")],
-                                              order=exp.Order(expressions=[exp.Ordered(this=order)])).as_("__rn"))
+                                              order=exp.Order(expressions=ordering)).as_("__rn"))
         numbered = numbered.from_("__contributions")
         bounded = exp.select("*").from_(numbered.subquery("__numbered")).where(
             exp.LTE(this=exp.column("__rn"), expression=_num(plan.max_groups)))
