@@ -45,7 +45,8 @@ from privsql.postprocess import (
 )
 from privsql.result_cache import cache_key, decode_result, encode_result
 from privsql.results import OutputColumn, PrivacyReport, QueryResult
-from privsql.sql.joins import JoinSource, flatten_joins, join_relation
+from privsql.sql.joins import JoinSource, flatten_joins
+from privsql.sql.subquery import SubquerySource, flatten_subquery
 from privsql.sql.normalize import canonical_aggregates
 from privsql.sql.parse import bind_parameters, parse_statement
 from privsql.sql.plan import DPPlan, Measure, build_plan
@@ -66,7 +67,7 @@ class PreparedQuery:
     sql: str  # normalised SQL (bound parameters), hashed into the ledger
     checked: CheckedQuery
     plan: DPPlan | None  # None: a query over a public table, answered exactly and free
-    join: JoinSource | None = None  # the join a query reads, flattened into one virtual table
+    source: JoinSource | SubquerySource | None = None  # a join or per-person sub-query, as one virtual table
     sql_template: str | None = field(default=None, repr=False)  # backend SQL with the sentinel salt
     output_query: tuple[str, list[int]] | None = field(default=None, repr=False)
     columns: list[OutputColumn] | None = None  # result columns, known before any data is read
@@ -202,10 +203,15 @@ class Engine:
     def _plan(self, sql: str, *, params: Sequence[Any] | Mapping[str, Any] | None,
               epsilon: float | None, delta: float | None, analyst: AnalystConfig | None) -> PreparedQuery:
         tree = canonical_aggregates(bind_parameters(parse_statement(sql), params))
-        flat, join = flatten_joins(tree, self.config) if isinstance(tree, exp.Select) else (tree, None)
-        checked = check_query(flat, self.config, join.table if join is not None else None)
+        source: JoinSource | SubquerySource | None = None
+        flat = tree
+        if isinstance(tree, exp.Select):
+            flat, source = flatten_joins(tree, self.config)
+            if source is None:
+                flat, source = flatten_subquery(flat, self.config)
+        checked = check_query(flat, self.config, source.table if source is not None else None)
         if not checked.table.is_private:
-            return PreparedQuery(sql=tree.sql(dialect="postgres"), checked=checked, plan=None, join=None)
+            return PreparedQuery(sql=tree.sql(dialect="postgres"), checked=checked, plan=None)
         eps = self.config.defaults.epsilon if epsilon is None else float(epsilon)
         if delta is None:
             delta = self.config.defaults.delta or DEFAULT_THRESHOLD_DELTA
@@ -214,7 +220,7 @@ class Engine:
                               mechanism=mechanism_for(analyst))
         except (ValueError, OverflowError) as exc:
             raise InvalidParameter(f"cannot plan this query at ε={eps:g}, δ={delta:g}: {exc}") from None
-        return PreparedQuery(sql=tree.sql(dialect="postgres"), checked=checked, plan=plan, join=join)
+        return PreparedQuery(sql=tree.sql(dialect="postgres"), checked=checked, plan=plan, source=source)
 
     def backend_sql(self, prepared: PreparedQuery, salt: int = 0) -> str:
         """The bounded per-person query for the backend (``salt`` orders each person's groups).
@@ -233,8 +239,8 @@ class Engine:
 
     def _generate_sql(self, prepared: PreparedQuery, salt: int) -> str:
         assert prepared.plan is not None
-        if prepared.join is not None:
-            source = join_relation(prepared.join, self.backend.table_ref, self.backend.target)
+        if prepared.source is not None:
+            source = prepared.source.relation(self.backend.table_ref, self.backend.target)
         else:
             source = self.backend.table_ref(prepared.plan.table)
         tree = rewrite(prepared.plan, self.backend.target, table_ref=source, salt=salt)

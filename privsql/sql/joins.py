@@ -37,6 +37,9 @@ class JoinSource:
     sources: dict[str, TableMeta]  # alias → table
     scope: JoinScope
 
+    def relation(self, table_ref: Callable[[TableMeta], exp.Table], target: SqlTarget) -> exp.Expression:
+        return join_relation(self, table_ref, target)
+
 
 def _source(node: exp.Expression, config: Config) -> tuple[str, TableMeta]:
     meta, alias = configured_table(node, config)
