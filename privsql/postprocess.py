@@ -18,6 +18,7 @@ from sqlglot import exp
 from privsql.isolated_duckdb import duckdb_type_name, isolated_connection
 from privsql.results import ColumnAccuracy, OutputColumn
 from privsql.sql.plan import DPPlan, Measure, OutputAgg
+from privsql.sql.prepare import parenthesize
 from privsql.sql.validate import AGG_META, CheckedQuery, output_name, strip_qualifiers
 
 _KEY_SQL_TYPES = {"int": "BIGINT", "float": "DOUBLE", "text": "VARCHAR", "bool": "BOOLEAN", "date": "DATE",
@@ -105,7 +106,31 @@ def _agg_formula(out: OutputAgg, plan: DPPlan) -> exp.Expression:
         center = plan.measure(out.measures[0]).center
         mean = exp.Add(this=_double(center), expression=mean_c)
         return exp.func("least", exp.func("greatest", mean, _double(out.lower)), _double(out.upper))
+    if out.func in ("covar_pop", "covar_samp", "corr"):
+        return _covariance_formula(out, cols)
     return _variance_formula(out, cols, count, mean_c)
+
+
+def _covariance_formula(out: OutputAgg, cols: list[exp.Expression]) -> exp.Expression:
+    """COVAR = Σxy/n − (Σx/n)(Σy/n) on centred values; CORR divides by both standard
+    deviations and is post-processed into [−1, 1] (NULL when a variance is not positive)."""
+    prod, sx, sy, n = cols[:4]
+    count = exp.func("greatest", n, _double(1))
+    mean_x, mean_y = exp.Div(this=sx, expression=count.copy()), exp.Div(this=sy, expression=count.copy())
+    cov = exp.Sub(this=exp.Div(this=prod, expression=count.copy()), expression=exp.Mul(this=mean_x, expression=mean_y))
+    if out.func == "covar_samp":
+        return exp.Div(this=exp.Mul(this=cov, expression=count.copy()),
+                       expression=exp.func("greatest", exp.Sub(this=count.copy(), expression=_double(1)), _double(1)))
+    if out.func == "covar_pop":
+        return cov
+    var_x = exp.Sub(this=exp.Div(this=cols[4], expression=count.copy()), expression=exp.Mul(
+        this=mean_x.copy(), expression=mean_x.copy()))
+    var_y = exp.Sub(this=exp.Div(this=cols[5], expression=count.copy()), expression=exp.Mul(
+        this=mean_y.copy(), expression=mean_y.copy()))
+    denominator = exp.func("sqrt", exp.Mul(this=exp.func("greatest", var_x, _double(0)),
+                                           expression=exp.func("greatest", var_y, _double(0))))
+    corr = exp.Div(this=cov.copy(), expression=exp.func("nullif", denominator, _double(0)))
+    return exp.func("least", exp.func("greatest", corr, _double(-1)), _double(1))
 
 
 def _variance_formula(out: OutputAgg, cols: list[exp.Expression], count: exp.Expression,
@@ -187,7 +212,7 @@ def build_output_query(query: CheckedQuery, plan: DPPlan) -> tuple[str, list[int
     for key in ("limit", "offset"):
         if tree.args.get(key) is not None:
             out.set(key, tree.args[key].copy())
-    return out.sql(dialect="duckdb"), ci_index
+    return parenthesize(out).sql(dialect="duckdb"), ci_index
 
 
 INLINE_ROWS = 256  # small noisy tables go inline as VALUES (registering arrays costs ~1 ms more)

@@ -36,7 +36,7 @@ from privsql.mechanisms import (
     laplace_threshold,
 )
 from privsql.sql.domains import column_domain, expression_domain
-from privsql.sql.prepare import DUCKDB_TARGET, prepare_row_expr
+from privsql.sql.prepare import DUCKDB_TARGET, clamp, number_literal, prepare_row_expr
 from privsql.sql.validate import CheckedQuery
 
 GRID_BITS = 30  # per-person sum contributions are rounded to 2^-30 of their bound
@@ -226,6 +226,8 @@ def build_plan(query: CheckedQuery, *, epsilon: float, delta: float, defaults: D
             names = (need("csum", call.arg, lo, hi), need("nonnull", call.arg))
         elif call.func == "quantile":
             names = (need("hist", call.arg, lo, hi),)
+        elif call.func in ("covar_pop", "covar_samp", "corr"):
+            names = _pair_measures(call, need)
         else:  # variance / standard deviation
             names = (need("csum", call.arg, lo, hi), need("csq", call.arg, lo, hi), need("nonnull", call.arg))
         derived = f"__q{len(outputs)}" if call.func == "quantile" else None
@@ -266,6 +268,29 @@ def build_plan(query: CheckedQuery, *, epsilon: float, delta: float, defaults: D
                   max_rows=rows, max_groups=groups, per_person=not table.one_row_per_unit,
                   bound_groups=bound_groups, threshold=threshold, threshold_measure=threshold_measure,
                   mechanism=mechanism, rho=rho)
+
+
+def _pair_measures(call: Any, need: Any) -> tuple[str, ...]:
+    """COVAR/CORR from centred sums over the rows where both values are non-NULL:
+    Σ(x − cx)(y − cy), Σ(x − cx), Σ(y − cy), the count, and for CORR Σ(x − cx)², Σ(y − cy)².
+    The product is one bounded row expression: |(x − cx)(y − cy)| ≤ hx·hy."""
+    (x, ix), (y, iy) = (call.arg, call.info), (call.arg2, call.info2)
+
+    def only_with(value: exp.Expression, other: exp.Expression) -> exp.Expression:
+        return exp.Case(ifs=[exp.If(this=exp.Is(this=other.copy(), expression=exp.Null()), true=exp.Null())],
+                        default=value.copy())
+
+    xs, ys = only_with(x, y), only_with(y, x)
+    cx, cy = (ix.lower + ix.upper) / 2, (iy.lower + iy.upper) / 2
+    hx, hy = (ix.upper - ix.lower) / 2, (iy.upper - iy.lower) / 2
+    product = exp.Mul(this=exp.paren(exp.Sub(this=clamp(xs, ix.lower, ix.upper), expression=number_literal(cx))),
+                      expression=exp.paren(exp.Sub(this=clamp(ys, iy.lower, iy.upper),
+                                                   expression=number_literal(cy))))
+    names = (need("sum", product, -hx * hy, hx * hy), need("csum", xs, ix.lower, ix.upper),
+             need("csum", ys, iy.lower, iy.upper), need("nonnull", xs))
+    if call.func == "corr":
+        names += (need("csq", xs, ix.lower, ix.upper), need("csq", ys, iy.lower, iy.upper))
+    return names
 
 
 def _bins(spec: dict[str, Any], query: CheckedQuery) -> tuple[int, bool]:

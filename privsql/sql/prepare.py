@@ -68,6 +68,34 @@ def prepare_row_expr(expr: exp.Expression, table: TableMeta | None, target: SqlT
     return expr
 
 
+def number_literal(v: float) -> exp.Expression:
+    if float(v).is_integer() and abs(v) < 2**62:
+        return exp.Literal.number(int(v))
+    return exp.Literal.number(repr(float(v)))
+
+
+def clamp(e: exp.Expression, lo: float, hi: float) -> exp.Expression:
+    """CASE clamp: keeps NULL as NULL (LEAST/GREATEST would turn it into a bound), maps NaN and ±inf
+    to a bound."""
+    return exp.Case(ifs=[exp.If(this=exp.LT(this=e.copy(), expression=number_literal(lo)), true=number_literal(lo)),
+                         exp.If(this=exp.GT(this=e.copy(), expression=number_literal(hi)), true=number_literal(hi))],
+                    default=e.copy())
+
+
+def parenthesize(tree: exp.Expression) -> exp.Expression:
+    """Wrap every operator operand that is itself an operator in parentheses (in place).
+
+    sqlglot prints a tree as written, without adding parentheses for precedence, so a
+    tree built in code (``Div(Sub(a, b), c)``) would print as ``a - b / c``."""
+    for node in list(tree.walk()):
+        if isinstance(node, (exp.Binary, exp.Neg, exp.Not)):
+            for key in ("this", "expression"):
+                child = node.args.get(key)
+                if isinstance(child, (exp.Binary, exp.Neg)) and not isinstance(child, exp.Paren):
+                    node.set(key, exp.Paren(this=child))
+    return tree
+
+
 def _inside_arithmetic(node: exp.Expression, root: exp.Expression) -> bool:
     parent = node.parent
     while parent is not None:

@@ -26,13 +26,7 @@ from __future__ import annotations
 from sqlglot import exp
 
 from privsql.sql.plan import DPPlan, Measure
-from privsql.sql.prepare import SqlTarget, prepare_row_expr
-
-def _num(v: float) -> exp.Expression:
-    if float(v).is_integer() and abs(v) < 2**62:
-        return exp.Literal.number(int(v))
-    return exp.Literal.number(repr(float(v)))
-
+from privsql.sql.prepare import SqlTarget, clamp, number_literal as _num, parenthesize, prepare_row_expr
 
 def _literal(value: object) -> exp.Expression:
     if isinstance(value, bool):
@@ -40,14 +34,6 @@ def _literal(value: object) -> exp.Expression:
     if isinstance(value, (int, float)):
         return _num(value)
     return exp.Literal.string(str(value))
-
-
-def clamp(e: exp.Expression, lo: float, hi: float) -> exp.Expression:
-    """CASE clamp: keeps NULL as NULL (LEAST/GREATEST would turn it into a bound), maps NaN and ±inf
-    to a bound."""
-    return exp.Case(ifs=[exp.If(this=exp.LT(this=e.copy(), expression=_num(lo)), true=_num(lo)),
-                         exp.If(this=exp.GT(this=e.copy(), expression=_num(hi)), true=_num(hi))],
-                    default=e.copy())
 
 
 def _fixed(e: exp.Expression, unit: float) -> exp.Expression:
@@ -191,7 +177,7 @@ def rewrite(plan: DPPlan, target: SqlTarget, *, table_ref: exp.Expression, salt:
         sel = exp.select(*knames, *[c for m in plan.measures for c in _per_row_measure(
             m, exp.column(arg_names[m.arg.sql()]) if m.arg is not None else None)])
         sel = sel.from_(rows.subquery("__rows"))
-        return sel.group_by(*knames) if knames else sel
+        return parenthesize(sel.group_by(*knames) if knames else sel)
 
     per_person = exp.select(
         "__pid", *knames,
@@ -220,4 +206,4 @@ def rewrite(plan: DPPlan, target: SqlTarget, *, table_ref: exp.Expression, salt:
     query = query.from_(source)
     if knames:
         query = query.group_by(*knames)
-    return query
+    return parenthesize(query)

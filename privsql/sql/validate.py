@@ -19,7 +19,9 @@ from privsql.sql.rowexpr import BOOL, NULL, NUM, RowExprChecker, RowInfo, litera
 
 AGG_META = "privsql_agg"
 SUPPORTED_AGGREGATES = ("COUNT(*), COUNT(col), COUNT(DISTINCT <privacy unit>), SUM, AVG, VAR_SAMP/VARIANCE, VAR_POP, "
-                        "STDDEV/STDDEV_SAMP, STDDEV_POP, MEDIAN, PERCENTILE_CONT/PERCENTILE_DISC, QUANTILE, MIN, MAX")
+                        "STDDEV/STDDEV_SAMP, STDDEV_POP, COVAR_POP, COVAR_SAMP, CORR, MEDIAN, "
+                        "PERCENTILE_CONT/PERCENTILE_DISC, QUANTILE, MIN, MAX")
+_PAIR_AGGREGATES = {exp.CovarPop: "covar_pop", exp.CovarSamp: "covar_samp", exp.Corr: "corr"}
 #: bounded numeric aggregates: sqlglot node → privsql function name
 _BOUNDED_AGGREGATES = {exp.Sum: "sum", exp.Avg: "avg", exp.Variance: "var_samp", exp.VariancePop: "var_pop",
                        exp.Stddev: "stddev_samp", exp.StddevSamp: "stddev_samp", exp.StddevPop: "stddev_pop"}
@@ -53,6 +55,8 @@ class AggCall:
     info: RowInfo | None
     sql: str  # canonical text, the identity used to de-duplicate calls
     param: float | None = None  # the fraction of a quantile (MIN = 0, MAX = 1)
+    arg2: exp.Expression | None = None  # COVAR/CORR: the second argument
+    info2: RowInfo | None = None
 
 
 @dataclass(frozen=True)
@@ -204,6 +208,8 @@ class _AggregateCollector:
                 raise PrivacyRefused(f"nested aggregates are not allowed: {label}")
         if isinstance(node, exp.Count):
             return self._count(node, label)
+        if type(node) in _PAIR_AGGREGATES:
+            return self._pair(node, _PAIR_AGGREGATES[type(node)], label)
         func = _BOUNDED_AGGREGATES.get(type(node))
         if isinstance(node, (exp.Quantile, exp.Min, exp.Max)):
             if node.expressions:
@@ -228,6 +234,24 @@ class _AggregateCollector:
             return AggCall(func, stripped, info, f"{func}({stripped.sql()})")
         name = node.sql_name() if not isinstance(node, exp.Anonymous) else node.name.upper()
         raise UnsupportedQuery(f"aggregate {name} is not supported yet; supported: {SUPPORTED_AGGREGATES}")
+
+    def _bounded_arg(self, arg: exp.Expression, label: str) -> RowInfo:
+        info = RowExprChecker(self.scope.resolve, context=label).check(arg)
+        if info.kind not in (NUM, NULL):
+            raise PrivacyRefused(f"{label} needs numeric arguments, not {info.kind}")
+        if not info.bounded:
+            cols = sorted({c.name for c in arg.find_all(exp.Column)})
+            raise PrivacyRefused(f"{label} cannot be bounded: declare lower and upper for column(s) "
+                                 f"{', '.join(cols) or '?'} in the config (bounds are never taken from the data)")
+        return info
+
+    def _pair(self, node: exp.AggFunc, func: str, label: str) -> AggCall:
+        x, y = node.this, node.expression
+        if isinstance(x, exp.Distinct) or y is None:
+            raise UnsupportedQuery(f"{label} takes two plain arguments")
+        info_x, info_y = self._bounded_arg(x, label), self._bounded_arg(y, label)
+        sx, sy = strip_qualifiers(x), strip_qualifiers(y)
+        return AggCall(func, sx, info_x, f"{func}({sx.sql()}, {sy.sql()})", arg2=sy, info2=info_y)
 
     def _count(self, node: exp.Count, label: str) -> AggCall:
         arg = node.this
