@@ -20,12 +20,12 @@ from typing import Any
 
 import psycopg
 import pytest
-
 from conftest import require_postgres
+from test_backends import DSN, load_sample_schema, postgres_config
+
 from privsql.accounting.postgres_store import PostgresBudgetStore
 from privsql.engine import Engine
 from privsql.errors import BackendError, QueryCanceled
-from test_backends import DSN, load_sample_schema, postgres_config
 
 pytestmark = pytest.mark.postgres
 

@@ -41,10 +41,10 @@ import duckdb
 import numpy as np
 import pytest
 import yaml
+from conftest import DEFAULT_CONFIG, IN_CI, ROOT, require_postgres, sample_config
 from sqlglot import exp
 
 import privsql.engine as engine_module
-from conftest import DEFAULT_CONFIG, IN_CI, ROOT, require_postgres, sample_config
 from privsql.engine import Engine
 from privsql.sql.rewrite import SqlTarget
 
@@ -104,7 +104,8 @@ def pg_schema() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def engines(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Callable[[str], Engine]]:
+def engines(tmp_path_factory: pytest.TempPathFactory,
+            request: pytest.FixtureRequest) -> Iterator[Callable[[str], Engine]]:
     """kind → one engine per module (Spark starts once, only if a Spark test runs)."""
     made: dict[str, Engine] = {}
 
@@ -469,9 +470,14 @@ def test_postgres_arithmetic_cannot_raise_on_data(engines) -> None:
 @pytest.mark.xfail(reason="prepare_row_expr casts ROUND's decimals to NUMERIC; PostgreSQL has no "
                           "round(numeric, numeric) (fix proposed for privsql/sql/prepare.py)", strict=False)
 def test_postgres_round_with_decimals(engines) -> None:
+    """Runs on PostgreSQL; not bit-identical: there a float column inside arithmetic becomes NUMERIC with
+    15 significant digits (PostgreSQL's float8 -> numeric), so ROUND(x, 1) of 0.15 is 0.2, while DuckDB
+    and Spark round the binary double 0.1499999... to 0.1."""
     e = engines("postgres")
-    want = partial_aggregates(engines("duckdb"), "SELECT SUM(ROUND(cost, 1)) FROM visits")
-    assert partial_aggregates(e, "SELECT SUM(ROUND(cost, 1)) FROM visits") == want
+    sql = "SELECT SUM(ROUND(cost, 1)) FROM visits"
+    (want,), = partial_aggregates(engines("duckdb"), sql)
+    (got,), = partial_aggregates(e, sql)
+    assert abs(got - want) <= 1e-3 * abs(want)
 
 
 @pytest.mark.slow

@@ -14,8 +14,8 @@ import uuid
 import psycopg
 import pytest
 import yaml
-
 from conftest import ROOT, require_postgres
+
 from privsql.config import load_config, parse_config
 
 COMPOSE = ROOT / "docker-compose.yml"
@@ -53,7 +53,8 @@ def test_compose_parses_and_describes_the_deployment() -> None:
     for name in ("load-sample", "privsql"):
         build = services[name]["build"]
         context = ROOT / (build if isinstance(build, str) else build.get("context", "."))
-        assert (context / (build.get("dockerfile", "Dockerfile") if isinstance(build, dict) else "Dockerfile")).is_file()
+        dockerfile = build.get("dockerfile", "Dockerfile") if isinstance(build, dict) else "Dockerfile"
+        assert (context / dockerfile).is_file()
     for name, service in services.items():
         for ref in service.get("configs", []):
             assert ref["source"] in doc["configs"], f"{name} mounts an undefined config"
@@ -130,13 +131,13 @@ def test_compose_stack_against_real_postgres(tmp_path) -> None:
                                                                              f"@127.0.0.1:5432/{db}")
 
     doc = compose()
-    admin_dsn = dsn.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+    server = dsn.rsplit("/", 1)[0]
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {db}")
         try:
-            with psycopg.connect(f"{admin_dsn.rsplit('/', 1)[0]}/{db}", autocommit=True) as con:
+            with psycopg.connect(f"{server}/{db}", autocommit=True) as con:
                 con.execute(local(unescape(doc["configs"]["postgres_roles"]["content"])))
-            load_postgres(f"{admin_dsn.rsplit('/', 1)[0]}/{db}", "privsql_sample", load_config(ROOT / "config" / "privsql.yaml"))
+            load_postgres(f"{server}/{db}", "privsql_sample", load_config(ROOT / "config" / "privsql.yaml"))
             config = parse_config(local(unescape(doc["configs"]["privsql_config"]["content"])), source="compose")
             engine = Engine(config)
             try:

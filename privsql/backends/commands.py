@@ -9,6 +9,7 @@ import click
 
 from privsql.errors import PrivsqlError
 
+
 def default_sample_config() -> Path:
     """The project's config/privsql.yaml: next to the source tree (editable install), else in the
     current folder (e.g. /app in the Docker image)."""

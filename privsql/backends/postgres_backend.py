@@ -159,7 +159,8 @@ class PostgresBackend(Backend):
             raise BackendError(f"cannot connect to the PostgreSQL backend at {self.where}: "
                                f"{_first_line(exc)}") from None
         except psycopg.Error as exc:
-            raise ConfigError(f"PostgreSQL backend at {self.where}: start-up check failed: {_first_line(exc)}") from None
+            raise ConfigError(f"PostgreSQL backend at {self.where}: start-up check failed: "
+                              f"{_first_line(exc)}") from None
         self._pool = ConnectionPool(dsn, kwargs=self._kwargs, min_size=min_size, max_size=max_size,
                                     configure=self._configure, check=ConnectionPool.check_connection,
                                     timeout=self.pool_timeout, name="privsql-backend", open=False,
