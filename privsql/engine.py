@@ -41,6 +41,7 @@ from privsql.postprocess import (
     column_accuracy,
     empty_noisy_table,
     noisy_quantile,
+    pair_count_ci,
     run_output_query,
 )
 from privsql.result_cache import cache_key, decode_result, encode_result
@@ -49,7 +50,7 @@ from privsql.sql.joins import JoinSource, flatten_joins
 from privsql.sql.subquery import SubquerySource, flatten_subquery
 from privsql.sql.normalize import canonical_aggregates
 from privsql.sql.parse import bind_parameters, parse_statement
-from privsql.sql.plan import DPPlan, Measure, build_plan
+from privsql.sql.plan import PAIR_BITS, DPPlan, Measure, build_plan
 from privsql.sql.rewrite import rewrite
 from privsql.sql.validate import CheckedQuery, check_query, output_name
 
@@ -459,6 +460,12 @@ def release(plan: DPPlan, exact_rows: list[tuple[Any, ...]]) -> NoisyTable:
     histograms: dict[str, np.ndarray] = {}
     for m in plan.measures:
         block = exact[:, offsets[m.name]]
+        if m.kind == "pair":  # (A, C) → (A, B = C·2^PAIR_BITS − A): both noised alike, then (Â, N̂)
+            pair = np.stack([block[:, 0], block[:, 1] * 2**PAIR_BITS - block[:, 0]], axis=1)
+            noisy = add_noise(plan, pair.reshape(-1), m.scale).reshape(pair.shape) if m.scale > 0 else pair
+            measures[f"{m.name}_a"] = noisy[:, 0].astype(np.float64) * m.unit
+            measures[f"{m.name}_n"] = noisy.sum(axis=1).astype(np.float64) / 2**PAIR_BITS
+            continue
         if m.scale > 0 and (m.name != plan.threshold_measure or domain is not None):
             block = add_noise(plan, block.reshape(-1), m.scale).reshape(block.shape)
         if m.kind == "hist":
@@ -502,6 +509,9 @@ def _measure_text(m: Measure) -> str:
         return "row count"
     if m.kind == "units":
         return "count of people"
+    if m.kind == "pair":
+        return (f"sums of ({arg} − {m.clamp_lo:g}) and ({m.clamp_hi:g} − {arg}), {arg} clamped to "
+                f"[{m.clamp_lo:g}, {m.clamp_hi:g}], released as a pair (their total gives the count)")
     if m.kind == "hist":
         return (f"histogram of {arg} over [{m.clamp_lo:g}, {m.clamp_hi:g}] in {m.bins} bins of width {m.width:g} "
                 "(rows per bin)")
@@ -527,10 +537,14 @@ def _column_error(node: exp.Expression, plan: DPPlan) -> str:
                     f"({first.width:g}) where data is dense, more where it is sparse")
         if out.func.startswith(("var", "stddev")):
             return "computed from noisy centred sums of values and squares and a noisy count (post-processing)"
+        if first.kind == "pair" and out.func == "avg":
+            width = first.clamp_hi - first.clamp_lo  # type: ignore[operator]
+            return (f"AVG = {first.clamp_lo:g} + Σ(x − {first.clamp_lo:g}) / N from the noisy pair: 95% error "
+                    f"≈ ±{first.ci95:.4g}·√((upper − mean)² + (mean − lower)²)/({width:g}·N), N = rows averaged")
+        if first.kind == "pair":
+            return f"the AVG pair's noisy count, 95% error ≈ ±{pair_count_ci(first):.4g}"
         if out.func == "avg":
-            n = plan.measure(out.measures[1])
-            return (f"AVG = {first.center:g} + noisy centred sum / noisy count: 95% error ≈ ±{first.ci95:.4g}/N "
-                    f"(+ |mean − {first.center:g}|·{n.ci95:.4g}/N), N = rows averaged")
+            return f"AVG over a constant interval: only the count is noisy (95% error ±{first.ci95:.4g})"
         return f"{first.mechanism.capitalize()} noise, 95% error ±{first.ci95:.4g}"
     if node.find(exp.AggFunc):
         return "computed from noisy aggregates (post-processing)"

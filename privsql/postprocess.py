@@ -36,9 +36,20 @@ class NoisyTable:
         return len(next(iter(self.measures.values()))) if self.measures else 0
 
 
+def noisy_columns(plan: DPPlan) -> list[str]:
+    """The columns of the noisy table: one per measure (two for an AVG pair), plus quantiles."""
+    names: list[str] = []
+    for m in plan.measures:
+        if m.kind == "pair":
+            names += [f"{m.name}_a", f"{m.name}_n"]
+        elif m.kind != "hist":
+            names.append(m.name)
+    return names + [o.derived for o in plan.outputs if o.derived]
+
+
 def empty_noisy_table(plan: DPPlan) -> NoisyTable:
     """A noisy table with no groups and every column the output query reads."""
-    names = [m.name for m in plan.measures if m.kind != "hist"] + [o.derived for o in plan.outputs if o.derived]
+    names = noisy_columns(plan)
     return NoisyTable(keys=[[] for _ in plan.keys], measures={n: np.zeros(0) for n in names})
 
 
@@ -90,6 +101,9 @@ def _agg_formula(out: OutputAgg, plan: DPPlan) -> exp.Expression:
     if out.func == "quantile":
         value: exp.Expression = exp.column(out.derived)
         return exp.func("round", value) if out.integral else value
+    first = plan.measure(out.measures[0])
+    if first.kind == "pair":
+        return _pair_formula(out, first)
     cols = [exp.column(n) for n in out.measures]
     if out.func in ("count", "count_expr", "count_units"):
         return exp.cast(exp.func("greatest", exp.func("round", cols[0]), exp.Literal.number(0)), "BIGINT")
@@ -133,6 +147,19 @@ def _covariance_formula(out: OutputAgg, cols: list[exp.Expression]) -> exp.Expre
     return exp.func("least", exp.func("greatest", corr, _double(-1)), _double(1))
 
 
+def _pair_formula(out: OutputAgg, m: Measure) -> exp.Expression:
+    """COUNT(x) = N̂ = (Â + B̂)/(upper − lower); AVG(x) = lower + Σ̂(x − lower) / N̂, post-processed
+    into [lower, upper] (NULL when the noisy count is not positive)."""
+    count = exp.column(f"{m.name}_n")
+    if out.func == "count_expr":
+        return exp.cast(exp.func("greatest", exp.func("round", count), exp.Literal.number(0)), "BIGINT")
+    assert m.clamp_lo is not None and m.clamp_hi is not None
+    mean = exp.Add(this=_double(m.clamp_lo), expression=exp.Div(
+        this=exp.column(f"{m.name}_a"), expression=exp.func("nullif", exp.func("greatest", count, _double(0)),
+                                                             _double(0))))
+    return exp.func("least", exp.func("greatest", mean, _double(m.clamp_lo)), _double(m.clamp_hi))
+
+
 def _variance_formula(out: OutputAgg, cols: list[exp.Expression], count: exp.Expression,
                       mean_c: exp.Expression) -> exp.Expression:
     """VAR/STDDEV from noisy centred sums: E[y²] − E[y]², post-processed into [0, ((upper − lower)/2)²]."""
@@ -152,6 +179,8 @@ def _ci_formula(out: OutputAgg, plan: DPPlan, formula: exp.Expression) -> exp.Ex
     """Per-cell 95% CI half-width: exact for counts and sums; for AVG a delta-method
     approximation; None for variances (no simple closed form is claimed)."""
     measures = [plan.measure(n) for n in out.measures]
+    if measures[0].kind == "pair":
+        return _pair_ci(out, measures[0], formula)
     if out.func in ("count", "count_expr", "count_units", "sum"):
         return _double(measures[0].ci95)
     if out.func != "avg":
@@ -163,6 +192,35 @@ def _ci_formula(out: OutputAgg, plan: DPPlan, formula: exp.Expression) -> exp.Ex
                      expression=exp.Mul(this=exp.Mul(this=centred, expression=centred.copy()),
                                         expression=_double(n.ci95 ** 2)))
     return exp.Div(this=exp.func("sqrt", spread), expression=exp.func("greatest", exp.column(n.name), _double(1)))
+
+
+#: 95% two-sided quantile of the sum of two independent Laplace(b) variables, in units of b:
+#: P(|Z1 + Z2| > t) = e^(−t/b)(1 + t/(2b)) = 0.05 at t ≈ 4.11 b
+_TWO_LAPLACE_95 = 4.11
+
+
+def pair_count_ci(m: Measure) -> float:
+    """95% half-width of the count (Â + B̂)/(upper − lower) of an AVG pair."""
+    assert m.clamp_lo is not None and m.clamp_hi is not None
+    factor = _TWO_LAPLACE_95 if m.mechanism == "laplace" else 1.96 * 2 ** 0.5
+    return factor * m.scale * m.unit / (m.clamp_hi - m.clamp_lo)
+
+
+def _pair_ci(out: OutputAgg, m: Measure, formula: exp.Expression) -> exp.Expression:
+    """CIs from an AVG pair (approximate): the count's noise is (Z_A + Z_B)/2^PAIR_BITS; the mean's,
+    by the delta method, is ((upper − mean)·Z_A − (mean − lower)·Z_B) / ((upper − lower)·N), bounded
+    by the 95% half-width of one coordinate times √((upper − mean)² + (mean − lower)²)."""
+    assert m.clamp_lo is not None and m.clamp_hi is not None
+    width = m.clamp_hi - m.clamp_lo
+    if out.func == "count_expr":
+        return _double(pair_count_ci(m))
+    half = m.ci95  # one coordinate's 95% half-width, in value units
+    above = exp.Sub(this=_double(m.clamp_hi), expression=formula.copy())
+    below = exp.Sub(this=formula.copy(), expression=_double(m.clamp_lo))
+    spread = exp.func("sqrt", exp.Add(this=exp.Mul(this=above, expression=above.copy()),
+                                      expression=exp.Mul(this=below, expression=below.copy())))
+    count = exp.func("greatest", exp.column(f"{m.name}_n"), _double(1))
+    return exp.Div(this=exp.Mul(this=_double(half / width), expression=spread), expression=count)
 
 
 def build_output_query(query: CheckedQuery, plan: DPPlan) -> tuple[str, list[int]]:

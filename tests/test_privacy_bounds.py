@@ -40,6 +40,7 @@ import privsql.engine as engine_module
 from privsql import errors as E
 from privsql.config import parse_config
 from privsql.engine import Engine
+from privsql.sql.plan import PAIR_BITS
 
 SALT = 0x5EED  # any fixed salt: the group bound must hold for every ordering
 MAX_GROUPS, MAX_ROWS = 2, 3
@@ -168,9 +169,23 @@ def plan_signature(plan: Any) -> list[tuple[Any, ...]]:
     return [(m.name, m.kind, m.sensitivity, m.unit, m.person_lo, m.person_hi, m.scale) for m in plan.measures]
 
 
+def _coordinates(plan: Any, values: list[int]) -> list[list[int]]:
+    """Per measure, the released coordinates of one group: one value, one per histogram bin, or an
+    AVG pair's (A, B = count·2^PAIR_BITS − A)."""
+    out, pos = [], 0
+    for m in plan.measures:
+        width = len(m.columns)
+        block = values[pos:pos + width]
+        pos += width
+        if m.kind == "pair":
+            block = [block[0], block[1] * 2**PAIR_BITS - block[0]]
+        out.append(block)
+    return out
+
+
 def check_neighbours(plan: Any, a: dict[tuple[Any, ...], list[int]], b: dict[tuple[Any, ...], list[int]]) -> None:
     """a: measures without the person, b: with. Asserts every bound the plan relies on."""
-    zero = [0] * len(plan.measures)
+    zero = [0] * sum(len(m.columns) for m in plan.measures)
     keys = set(a) | set(b)
     changed = {k for k in keys if a.get(k, zero) != b.get(k, zero)}
     assert len(changed) <= plan.max_groups, f"one person changed {len(changed)} groups: {sorted(map(str, changed))}"
@@ -178,15 +193,21 @@ def check_neighbours(plan: Any, a: dict[tuple[Any, ...], list[int]], b: dict[tup
     if domain is not None:
         allowed = set(domain)
         assert set(b) <= allowed and set(a) <= allowed, "a key outside the public domain reached the result"
+    before = {k: _coordinates(plan, a.get(k, zero)) for k in keys}
+    after = {k: _coordinates(plan, b.get(k, zero)) for k in keys}
     for j, m in enumerate(plan.measures):
-        diffs = [b.get(k, zero)[j] - a.get(k, zero)[j] for k in keys]
-        l1 = sum(abs(d) for d in diffs)
+        diffs = [[y - x for x, y in zip(before[k][j], after[k][j])] for k in keys]
+        l1 = sum(abs(d) for group in diffs for d in group)
         assert l1 <= m.sensitivity * (1 + 1e-12), \
             f"{m.name} ({m.kind}): L1 change {l1} > sensitivity {m.sensitivity} (grid units)"
         lo, hi = m.person_lo / m.unit, m.person_hi / m.unit
-        for d in diffs:
-            assert lo - 1e-6 <= d <= hi + 1e-6, f"{m.name} ({m.kind}): one person moved a group by {d}, " \
-                                                f"outside [{lo}, {hi}]"
+        for group in diffs:
+            if len(group) == 1:
+                assert lo - 1e-6 <= group[0] <= hi + 1e-6, f"{m.name} ({m.kind}): one person moved a group by " \
+                                                           f"{group[0]}, outside [{lo}, {hi}]"
+            else:  # a histogram or a pair: the person's coordinates add up to at most their bound
+                assert sum(abs(d) for d in group) <= hi + 1e-6, f"{m.name} ({m.kind}): one person moved a " \
+                                                                f"group by {group}, more than {hi} in total"
 
 
 def check_contract(plan: Any) -> None:
@@ -209,6 +230,8 @@ def check_contract(plan: Any) -> None:
             assert real <= rows * groups * max(abs(m.clamp_lo), abs(m.clamp_hi)) * (1 + 1e-9)
         elif m.kind == "csum":
             assert real <= rows * groups * (m.clamp_hi - m.clamp_lo) / 2 * (1 + 1e-9)
+        elif m.kind == "pair":
+            assert real <= rows * groups * (m.clamp_hi - m.clamp_lo) * (1 + 1e-9)
         if real > 0:
             assert m.scale > 0 and math.isfinite(m.scale), f"{m.name}: data-dependent measure without noise"
 

@@ -40,6 +40,7 @@ from privsql.sql.prepare import DUCKDB_TARGET, clamp, number_literal, prepare_ro
 from privsql.sql.validate import CheckedQuery
 
 GRID_BITS = 30  # per-person sum contributions are rounded to 2^-30 of their bound
+PAIR_BITS = 24  # AVG pairs: one row's (x − lower) is 2^-24 of (upper − lower) per grid unit
 HIST_BITS = 20  # per-person histogram counts (scaled to max_rows) are floored to 2^-20 of a row
 MAX_BINS = 128  # quantile histograms: at most this many bins over [lower, upper]
 MAX_DOMAIN_CELLS = 100_000
@@ -50,7 +51,10 @@ class Measure:
     """One noisy partial aggregate per group.
 
     kind: 'rows' | 'nonnull' | 'sum' | 'csum' (sum of value − center) | 'csq' (sum of
-    (value − center)²) | 'units' | 'hist' (row counts per bin of the clamped value, for quantiles).
+    (value − center)²) | 'units' | 'hist' (row counts per bin of the clamped value, for quantiles)
+    | 'pair' (for AVG: A = Σ(x − lower) and B = Σ(upper − x), released together; each row adds
+    upper − lower to A + B, so the pair has joint L1 sensitivity max_rows·(upper − lower) per group
+    and both get the same noise; count = (A + B)/(upper − lower)).
     ``person_lo``/``person_hi`` bound one person's contribution to one group
     (enforced in SQL); ``unit`` is the fixed-point grid (1 for counts).
     """
@@ -76,6 +80,8 @@ class Measure:
         """The backend result columns of this measure: one, or one per histogram bin."""
         if self.kind == "hist":
             return [f"{self.name}_{b}" for b in range(self.bins)]
+        if self.kind == "pair":
+            return [f"{self.name}_a", f"{self.name}_c"]  # Σ(x − lower) in grid units, the row count
         return [self.name]
 
     @property
@@ -209,6 +215,9 @@ def build_plan(query: CheckedQuery, *, epsilon: float, delta: float, defaults: D
             specs.append({"name": by_key[ident], "kind": kind, "arg": arg, "lo": lo, "hi": hi})
         return by_key[ident]
 
+    averaged = {c.arg.sql(): (c.info.lower, c.info.upper) for c in query.aggregates
+                if c.func == "avg" and c.arg is not None and c.info is not None and c.info.bounded
+                and c.info.upper > c.info.lower}  # type: ignore[operator]
     outputs = []
     for call in query.aggregates:
         info = call.info
@@ -218,11 +227,15 @@ def build_plan(query: CheckedQuery, *, epsilon: float, delta: float, defaults: D
             names: tuple[str, ...] = (need("rows", None),)
         elif call.func == "count_units":
             names = (need("units", None),)
+        elif call.func == "count_expr" and call.arg is not None and call.arg.sql() in averaged:
+            names = (need("pair", call.arg, *averaged[call.arg.sql()]),)  # the AVG's noisy count, for free
         elif call.func == "count_expr":
             names = (need("nonnull", call.arg),)
         elif call.func == "sum":
             names = (need("sum", call.arg, lo, hi),)
-        elif call.func == "avg":
+        elif call.func == "avg" and lo is not None and hi is not None and hi > lo:
+            names = (need("pair", call.arg, lo, hi),)
+        elif call.func == "avg":  # a constant-width interval: the mean is known, only the count is noisy
             names = (need("csum", call.arg, lo, hi), need("nonnull", call.arg))
         elif call.func == "quantile":
             names = (need("hist", call.arg, lo, hi),)
@@ -236,7 +249,8 @@ def build_plan(query: CheckedQuery, *, epsilon: float, delta: float, defaults: D
 
     gaussian = mechanism == "gaussian"
     rho = pure_to_rho(epsilon) if gaussian else 0.0
-    weights = [0.0 if _person_bound(s, rows)[2] == 0 else 1.0 for s in specs]
+    # a pair carries two quantities (a sum and a count), so it gets a double share
+    weights = [0.0 if _person_bound(s, rows)[2] == 0 else 2.0 if s["kind"] == "pair" else 1.0 for s in specs]
     split = split_rho if gaussian else split_epsilon
     shares = split(rho if gaussian else epsilon, weights) if any(weights) else [0.0] * len(specs)
     group_factor = math.sqrt(groups) if gaussian else groups  # L2 or L1 over a person's groups
@@ -246,6 +260,8 @@ def build_plan(query: CheckedQuery, *, epsilon: float, delta: float, defaults: D
         bins, integer_bins = _bins(spec, query) if spec["kind"] == "hist" else (1, False)
         if spec["kind"] == "hist":
             unit = rows / 2**HIST_BITS if not table.one_row_per_unit else 1.0
+        elif spec["kind"] == "pair":
+            unit = (spec["hi"] - spec["lo"]) / 2**PAIR_BITS if spec["hi"] > spec["lo"] else 1.0
         elif spec["kind"] in ("rows", "nonnull", "units") or bound == 0:
             unit = 1.0
         else:
@@ -314,6 +330,8 @@ def _person_bound(spec: dict[str, Any], rows: int) -> tuple[float, float, float]
     if kind in ("rows", "nonnull", "hist"):
         return 0.0, float(rows), float(rows)
     lo, hi = spec["lo"], spec["hi"]
+    if kind == "pair":  # (A, B) with A + B = rows' (upper − lower): joint L1 ≤ max_rows · (upper − lower)
+        return 0.0, rows * (hi - lo), rows * (hi - lo)
     if kind == "csum":
         half = (hi - lo) / 2
         return -rows * half, rows * half, rows * half

@@ -49,6 +49,8 @@ def _row_value(m: Measure, a: exp.Expression) -> exp.Expression:
     value = clamp(a, m.clamp_lo, m.clamp_hi)
     if m.kind in ("csum", "csq"):
         value = exp.Sub(this=value, expression=_num(m.center))
+    if m.kind == "pair":
+        value = exp.Sub(this=value, expression=_num(m.clamp_lo))
     if m.kind == "csq":
         value = exp.Pow(this=exp.paren(value), expression=exp.Literal.number(2))
     return value
@@ -110,6 +112,11 @@ def _person_contribution(m: Measure, max_rows: int) -> list[exp.Expression]:
                                   true=exp.Div(this=exp.Mul(this=total.copy(), expression=rows), expression=n.copy()))],
                       default=total)
     value = exp.func("coalesce", scaled, exp.Literal.number(0))  # finite and non-NULL from here on
+    if m.kind == "pair":  # A ∈ [0, min(n, max_rows)·(upper − lower)], so B = count·(upper − lower) − A ≥ 0
+        count = exp.func("least", n.copy(), rows.copy())
+        top = exp.Mul(this=count.copy(), expression=_num(m.clamp_hi - m.clamp_lo))  # type: ignore[operator]
+        bounded = exp.func("least", exp.func("greatest", value, _num(0)), top)
+        return [_fixed(bounded, m.unit).as_(f"{m.name}_a"), count.as_(f"{m.name}_c")]
     bounded = exp.func("least", exp.func("greatest", value, _num(m.person_lo)), _num(m.person_hi))
     return [_fixed(bounded, m.unit).as_(m.name)]
 
@@ -123,6 +130,9 @@ def _per_row_measure(m: Measure, arg: exp.Expression | None) -> list[exp.Express
     assert arg is not None
     if m.kind == "nonnull":
         return [exp.Count(this=arg).as_(m.name)]
+    if m.kind == "pair":
+        return [exp.Sum(this=_fixed(_row_value(m, arg), m.unit)).as_(f"{m.name}_a"),
+                exp.Count(this=arg.copy()).as_(f"{m.name}_c")]
     return [exp.Sum(this=_fixed(_row_value(m, arg), m.unit)).as_(m.name)]
 
 
