@@ -43,6 +43,7 @@ class ColumnMeta:
     lower: float | None = None
     upper: float | None = None
     values: tuple[Any, ...] | None = None
+    not_null: bool = False  # declared NOT NULL; enforced by the backend (checked at start-up, never assumed)
 
     @property
     def is_numeric(self) -> bool:
@@ -338,7 +339,10 @@ def _column(name: str, c: Any, path: tuple[str, ...], marks: _Marked) -> ColumnM
         c = {"type": c}
     if not isinstance(c, dict):
         raise marks.error(path, "must be a mapping like {type: int, lower: 0, upper: 100}")
-    _only_keys(c, path, marks, {"type", "lower", "upper", "values"})
+    _only_keys(c, path, marks, {"type", "lower", "upper", "values", "not_null"})
+    not_null = c.get("not_null", False)
+    if not isinstance(not_null, bool):
+        raise marks.error(path + ("not_null",), "must be true or false")
     _identifier(name, path, marks)
     ctype = c.get("type")
     if ctype not in COLUMN_TYPES:
@@ -363,7 +367,7 @@ def _column(name: str, c: Any, path: tuple[str, ...], marks: _Marked) -> ColumnM
         values = tuple(_coerce_value(v, ctype, path + ("values",), marks) for v in values)
         if len(set(values)) != len(values):
             raise marks.error(path + ("values",), "lists a value twice")
-    return ColumnMeta(name=name.lower(), type=ctype, lower=lower, upper=upper, values=values)
+    return ColumnMeta(name=name.lower(), type=ctype, lower=lower, upper=upper, values=values, not_null=not_null)
 
 
 def _coerce_value(v: Any, ctype: str, path: tuple[str, ...], marks: _Marked) -> Any:

@@ -542,7 +542,7 @@ def _column_error(node: exp.Expression, plan: DPPlan) -> str:
             return (f"AVG = {first.clamp_lo:g} + Σ(x − {first.clamp_lo:g}) / N from the noisy pair: 95% error "
                     f"≈ ±{first.ci95:.4g}·√((upper − mean)² + (mean − lower)²)/({width:g}·N), N = rows averaged")
         if first.kind == "pair":
-            return f"the AVG pair's noisy count, 95% error ≈ ±{pair_count_ci(first):.4g}"
+            return f"the AVG pair's noisy count (free with the AVG), 95% error ≈ ±{pair_count_ci(first):.4g}"
         if out.func == "avg":
             return f"AVG over a constant interval: only the count is noisy (95% error ±{first.ci95:.4g})"
         return f"{first.mechanism.capitalize()} noise, 95% error ±{first.ci95:.4g}"

@@ -151,7 +151,7 @@ def _pair_formula(out: OutputAgg, m: Measure) -> exp.Expression:
     """COUNT(x) = N̂ = (Â + B̂)/(upper − lower); AVG(x) = lower + Σ̂(x − lower) / N̂, post-processed
     into [lower, upper] (NULL when the noisy count is not positive)."""
     count = exp.column(f"{m.name}_n")
-    if out.func == "count_expr":
+    if out.func in ("count", "count_expr"):
         return exp.cast(exp.func("greatest", exp.func("round", count), exp.Literal.number(0)), "BIGINT")
     assert m.clamp_lo is not None and m.clamp_hi is not None
     mean = exp.Add(this=_double(m.clamp_lo), expression=exp.Div(
@@ -212,7 +212,7 @@ def _pair_ci(out: OutputAgg, m: Measure, formula: exp.Expression) -> exp.Express
     by the 95% half-width of one coordinate times √((upper − mean)² + (mean − lower)²)."""
     assert m.clamp_lo is not None and m.clamp_hi is not None
     width = m.clamp_hi - m.clamp_lo
-    if out.func == "count_expr":
+    if out.func in ("count", "count_expr"):
         return _double(pair_count_ci(m))
     half = m.ci95  # one coordinate's 95% half-width, in value units
     above = exp.Sub(this=_double(m.clamp_hi), expression=formula.copy())

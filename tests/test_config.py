@@ -70,3 +70,15 @@ def test_public_table_needs_no_privacy_unit() -> None:
     cfg = parse_config(BASE.replace(
         "analysts:", "  depts:\n    source: d.csv\n    public: true\n    columns: {dept: text}\nanalysts:"))
     assert not cfg.tables["depts"].is_private
+
+
+def test_not_null_is_enforced_when_loaded(tmp_path) -> None:
+    from privsql.engine import Engine
+
+    csv = tmp_path / "t.csv"
+    csv.write_text("pid,x\n1,2.0\n2,\n")
+    text = (f"tables:\n  t:\n    source: {csv}\n    privacy_unit: pid\n    columns:\n      pid: {{type: int}}\n"
+            f"      x: {{type: float, lower: 0, upper: 5, not_null: true}}\n"
+            f"budget_store: {{kind: sqlite, path: {tmp_path / 'b.sqlite'}}}\nanalysts:\n  a: {{epsilon: 1}}\n")
+    with pytest.raises(ConfigError, match="constraint"):
+        Engine(parse_config(text))

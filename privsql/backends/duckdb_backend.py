@@ -58,7 +58,8 @@ class DuckDBBackend(Backend):
             self._check_existing(source, table)
 
     def _load_file(self, path: str, table: TableMeta) -> None:
-        cols = ", ".join(f"{_quote(c.name)} {DUCKDB_TYPES[c.type]}" for c in table.columns.values())
+        cols = ", ".join(f"{_quote(c.name)} {DUCKDB_TYPES[c.type]}{' NOT NULL' if c.not_null else ''}"
+                         for c in table.columns.values())
         key = f", PRIMARY KEY ({_quote(table.privacy_unit)})" if table.one_row_per_unit and table.privacy_unit else ""
         self._con.execute(f"CREATE OR REPLACE TABLE {_quote(table.name)} ({cols}{key})")
         reader = "read_parquet(?)" if path.lower().endswith(".parquet") else "read_csv(?, header = true, all_varchar = true)"
@@ -69,17 +70,23 @@ class DuckDBBackend(Backend):
         select = ", ".join(f"CAST({_quote(available[c.name])} AS {DUCKDB_TYPES[c.type]})" for c in table.columns.values())
         try:
             self._con.execute(f"INSERT INTO {_quote(table.name)} SELECT {select} FROM {reader}", [path])
-        except duckdb.ConstraintException:
-            raise ConfigError(f"table {table.name} declares one_row_per_unit but {table.privacy_unit} "
-                              f"is not unique (or NULL) in {path}") from None
+        except duckdb.ConstraintException as exc:
+            raise ConfigError(f"table {table.name}: {path} breaks a declared constraint (one_row_per_unit: "
+                              f"{table.privacy_unit} unique and not NULL; not_null columns): "
+                              f"{str(exc).splitlines()[0]}") from None
         except duckdb.ConversionException as exc:
             raise ConfigError(f"table {table.name}: a value in {path} does not match the declared type: {exc}") from None
 
     def _check_existing(self, source: str, table: TableMeta) -> None:
         rows = self._con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [source]).fetchall()
+            "SELECT column_name, is_nullable FROM information_schema.columns WHERE table_name = ?", [source]).fetchall()
         if not rows:
             raise ConfigError(f"table {table.name}: no table or file named {source!r} in the DuckDB database")
+        nullable = {name.lower(): flag == "YES" for name, flag in rows}
+        for col in table.columns.values():
+            if col.not_null and nullable.get(col.name, True):
+                raise ConfigError(f"table {table.name} declares {col.name} not_null but {source} has no NOT NULL "
+                                  "constraint on it (it is checked, never assumed)")
         if table.one_row_per_unit:
             cons = self._con.execute(
                 "SELECT constraint_column_names FROM duckdb_constraints() WHERE table_name = ? "

@@ -218,13 +218,20 @@ def build_plan(query: CheckedQuery, *, epsilon: float, delta: float, defaults: D
     averaged = {c.arg.sql(): (c.info.lower, c.info.upper) for c in query.aggregates
                 if c.func == "avg" and c.arg is not None and c.info is not None and c.info.bounded
                 and c.info.upper > c.info.lower}  # type: ignore[operator]
+    # COUNT(*) equals COUNT(x) when x is a column declared (and enforced) NOT NULL: reuse its AVG pair
+    not_null_average = next(((c.arg, *averaged[c.arg.sql()]) for c in query.aggregates
+                             if c.func == "avg" and c.arg is not None and c.arg.sql() in averaged
+                             and isinstance(c.arg, exp.Column) and table.columns.get(c.arg.name) is not None
+                             and table.columns[c.arg.name].not_null), None)
     outputs = []
     for call in query.aggregates:
         info = call.info
         lo = info.lower if info else None
         hi = info.upper if info else None
-        if call.func == "count":
-            names: tuple[str, ...] = (need("rows", None),)
+        if call.func == "count" and not_null_average is not None:
+            names: tuple[str, ...] = (need("pair", *not_null_average),)  # rows = non-NULL values here
+        elif call.func == "count":
+            names = (need("rows", None),)
         elif call.func == "count_units":
             names = (need("units", None),)
         elif call.func == "count_expr" and call.arg is not None and call.arg.sql() in averaged:
