@@ -35,9 +35,10 @@ def _init_worker(barrier: Any) -> None:
 
 
 def reserve_many(kind: str, location: str, analyst: str, cost: float, limit: float, attempts: int | None,
-                 tag: str = "worker", start: Any = None, tried: Any = None) -> int:
+                 tag: str = "worker", start: Any = None, tried: Any = None, stop_when_refused: bool = True) -> int:
     """Wait for the others at ``start`` (default: the pool's barrier), open the store, then
-    reserve ``attempts`` times (None: until refused), counting tries in ``tried`` (a shared Value).
+    reserve ``attempts`` times (None: until refused, or forever with ``stop_when_refused`` off,
+    for a process that is to be killed), counting tries in ``tried`` (a shared Value).
     Returns how many reservations were granted.
     """
     (start or _start).wait(timeout=60)
@@ -50,8 +51,9 @@ def reserve_many(kind: str, location: str, analyst: str, cost: float, limit: flo
             try:
                 store.reserve(analyst, Cost(epsilon=cost), Limits(epsilon=limit), sql_hash=tag, sql_text="q")
             except BudgetExhausted:
-                if attempts is None:
+                if attempts is None and stop_when_refused:
                     break
+                time.sleep(0.001)
             else:
                 granted += 1
     finally:
@@ -112,7 +114,8 @@ def test_kill_9_mid_run_leaves_the_store_consistent(kind: str, tmp_path: Path,
     tags = ["victim0", "victim1", "victim2", "survivor", "survivor"]
     start = CTX.Barrier(len(tags))
     tries = [CTX.Value("i") for _ in tags]
-    procs = [CTX.Process(target=reserve_many, args=(kind, location, analyst, cost, limit, None, tag, start, tried))
+    procs = [CTX.Process(target=reserve_many, args=(kind, location, analyst, cost, limit, None, tag, start, tried),
+                         kwargs={"stop_when_refused": not tag.startswith("victim")})  # victims run until killed
              for tag, tried in zip(tags, tries, strict=True)]
     for p in procs:
         p.start()
