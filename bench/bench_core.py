@@ -86,6 +86,7 @@ tables:
       pid: {{type: int}}
       sex: {{type: text, values: ["0", "1"]}}
       income: {{type: float, lower: 0, upper: 500000}}
+cache: {{enabled: false}}       # every run is a fresh, charged answer (no free repeats)
 analysts:
   bench: {{epsilon: 1000000}}
 defaults: {{max_epsilon_per_query: 100}}

@@ -218,3 +218,12 @@ def test_every_aggregate_is_exact_without_noise(shared_engine, monkeypatch, aggr
     for g, w in zip(got, want):
         assert g[0] == w[0]
         assert g[1] == pytest.approx(w[1], rel=1e-7, abs=1e-6)
+
+
+def test_release_never_publishes_keys_outside_a_public_domain(shared_engine) -> None:
+    from privsql.engine import release
+
+    plan = shared_engine.prepare("SELECT sex, COUNT(*) FROM people GROUP BY sex").plan
+    exact_rows = [("0", 10), ("1", 20), (None, 5), ("secret", 7)]
+    noisy = release(plan, exact_rows)
+    assert noisy.keys == [["0", "1"]]

@@ -160,7 +160,11 @@ def rewrite(plan: DPPlan, target: SqlTarget, *, table_ref: exp.Expression, salt:
     table = plan.table
     key_exprs = [prepare_row_expr(k.expr, table, target) for k in plan.keys]
     where = prepare_row_expr(plan.where, table, target) if plan.where is not None else None
-    where = _and(where, _domain_filter(plan, key_exprs))
+    # Keys outside a public domain are never released (release() drops them). Filtering them in SQL
+    # is only needed when it changes what is computed: before the group bound (so out-of-domain groups
+    # do not use a person's max_groups slots) and when other keys are thresholded.
+    if plan.bound_groups or plan.public_domain is None:
+        where = _and(where, _domain_filter(plan, key_exprs))
     knames = [f"__k{i}" for i in range(len(plan.keys))]
 
     arg_names: dict[str, str] = {}
