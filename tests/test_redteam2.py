@@ -300,22 +300,12 @@ def test_avg_pair_and_covariance_within_sensitivity(pair: tuple[Engine, Engine],
 
 
 def test_not_null_count_equals_row_count(pair: tuple[Engine, Engine], no_noise: None) -> None:
-    """COUNT(*) answered from AVG(n)'s pair must still count rows (n is NOT NULL, enforced at load)."""
+    """COUNT(*) answered from AVG(v)'s pair must still count rows (u.v is NOT NULL, enforced at load)."""
     without, _ = pair
-    sql = "SELECT k, COUNT(*), AVG(n) FROM t GROUP BY k"
-    plan = without.prepare(sql, epsilon=1.0).plan
-    assert [m.kind for m in plan.measures] == ["pair"]
+    sql = "SELECT k, COUNT(*), AVG(v) FROM u GROUP BY k"
+    assert [m.kind for m in without.prepare(sql, epsilon=1.0).plan.measures] == ["pair"]
     got = {r[0]: r[1] for r in without.execute(sql, analyst="alice").rows}
-    truth = {k: 0 for k in "abcd"}
-    per_person: dict[tuple[int, str], int] = {}
-    for row in base_t():
-        per_person[(row[0], row[1])] = per_person.get((row[0], row[1]), 0) + 1
-    kept: dict[int, list[str]] = {}
-    for (pid, k), c in per_person.items():
-        kept.setdefault(pid, []).append(k)
-        truth[k] += min(c, MAX_ROWS)
-    # each person here has at most 4 rows in at most MAX_GROUPS groups… the group bound may drop some: compare totals
-    assert sum(got.values()) <= sum(truth.values()) and all(got[k] <= truth[k] for k in truth)
+    assert got == {"a": sum(1 for r in base_u() if r[1] == "a"), "b": sum(1 for r in base_u() if r[1] == "b")}
 
 
 def test_not_null_column_with_nulls_is_refused_at_startup(tmp_path: Path) -> None:
@@ -898,6 +888,22 @@ def test_router_never_sends_real_data_to_the_catalog(sql: str, kind: str) -> Non
         except E.PrivsqlError:
             return
         assert all("cardiology" not in str(r) for r in rows)
+
+
+@xfail("bug (resource exhaustion): nothing caps groups × histogram bins. MAX_DOMAIN_CELLS allows 100,000 "
+       "public-domain groups and each distinct quantile argument adds 128 bins, so one (charged) query plans tens "
+       "of millions of noisy cells: release() allocates them as int64/float64 arrays and OpenDP noises ~6 s per "
+       "million cells, pinning the proxy for minutes and GBs of memory. Fix: refuse plans whose released cells "
+       "(groups × Σ measure columns) exceed a limit, e.g. 1,000,000")
+def test_plan_with_tens_of_millions_of_noisy_cells_is_refused(pair: tuple[Engine, Engine]) -> None:
+    medians = ", ".join(f"MEDIAN(v + {i})" for i in range(10))
+    sql = f"SELECT w, n, w + n * 100 AS c, {medians} FROM t GROUP BY w, n, w + n * 100"
+    try:
+        plan = pair[0].prepare(sql, epsilon=1.0).plan
+    except E.PrivsqlError:
+        return
+    cells = len(plan.public_domain) * sum(len(m.columns) for m in plan.measures)
+    assert cells <= 1_000_000, f"{cells:,} noisy cells planned for one query"
 
 
 # ------------------------------------------------------------------------------------------------
