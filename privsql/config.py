@@ -73,6 +73,8 @@ class TableMeta:
     columns: dict[str, ColumnMeta]
     one_row_per_unit: bool = False
     schema: str | None = None  # backend schema for tables that already exist there
+    #: other columns that hold a privacy unit (a join's second private table): never a group key
+    unit_aliases: frozenset[str] = frozenset()
 
     @property
     def is_private(self) -> bool:

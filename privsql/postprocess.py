@@ -288,7 +288,8 @@ def _inline_relation(table: NoisyTable) -> str | None:
     rows = []
     for r in range(max(table.size, 1)):
         cells = [_text_literal(col[r]) if table.size else "NULL" for col in table.keys]
-        cells += [repr(float(values[r])) if table.size else "0.0" for values in table.measures.values()]
+        cells += [(repr(float(values[r])) if np.isfinite(values[r]) else "NULL") if table.size else "0.0"
+                  for values in table.measures.values()]
         rows.append("(" + ", ".join(cells or ["0.0"]) + ")")
     where = "" if table.size else " WHERE false"
     columns = ", ".join(f'"{n}"' for n in names)
@@ -301,7 +302,8 @@ def run_output_query(output_sql: str, ci_index: list[int], plan: DPPlan,
     rows and per-cell CI half-widths."""
     casts = ", ".join(f"CAST(__kraw{i} AS {_KEY_SQL_TYPES.get(k.type, 'VARCHAR')}) AS __k{i}"
                       for i, k in enumerate(plan.keys))
-    measure_cols = ", ".join(f'CAST("{m}" AS DOUBLE) AS "{m}"' for m in table.measures) or "__empty"
+    measure_cols = ", ".join(f'CAST(CASE WHEN isnan("{m}") THEN NULL ELSE "{m}" END AS DOUBLE) AS "{m}"'
+                             for m in table.measures) or "__empty"  # NaN (e.g. an empty quantile) → NULL
     inline = _inline_relation(table)
     source = inline if inline is not None else "__noisy_raw"
     inner = f"SELECT {casts + ', ' if casts else ''}{measure_cols} FROM {source}"

@@ -8,6 +8,7 @@ from typing import Any
 from sqlglot import exp
 
 from privsql.config import TableMeta
+from privsql.errors import UnsupportedQuery
 from privsql.results import OutputColumn
 from privsql.sql.prepare import SqlTarget
 
@@ -28,7 +29,7 @@ class Backend(ABC):
     def run_with_columns(self, sql: str, *, timeout: float | None = None
                          ) -> tuple[list[OutputColumn], list[tuple[Any, ...]]]:
         """Run a query over public tables only, returning typed columns (exact answers)."""
-        raise NotImplementedError(f"{type(self).__name__} cannot answer queries on public tables")
+        raise UnsupportedQuery(f"queries on public tables alone are not supported on the {type(self).__name__}")
 
     def close(self) -> None:  # noqa: B027 - optional
         """Release connections."""

@@ -169,7 +169,8 @@ def flatten_joins(tree: exp.Select, config: Config) -> tuple[exp.Select, JoinSou
     lead = sources[private[0]]
     table = TableMeta(name=JOINED, source=None, privacy_unit=f"{private[0]}__{lead.privacy_unit}",
                       max_groups=max(sources[a].max_groups for a in private),
-                      max_rows=max(sources[a].max_rows for a in private), columns=columns)
+                      max_rows=max(sources[a].max_rows for a in private), columns=columns,
+                      unit_aliases=frozenset(f"{a}__{sources[a].privacy_unit}" for a in private[1:]))
     select = exp.select(*projection).from_(exp.table_(first.name).as_(first_alias))
     for join, alias, meta, cond in qualified:
         select = select.join(exp.table_(meta.name).as_(alias), on=cond,

@@ -44,6 +44,7 @@ PAIR_BITS = 24  # AVG pairs: one row's (x − lower) is 2^-24 of (upper − lowe
 HIST_BITS = 20  # per-person histogram counts (scaled to max_rows) are floored to 2^-20 of a row
 MAX_BINS = 128  # quantile histograms: at most this many bins over [lower, upper]
 MAX_DOMAIN_CELLS = 100_000
+MAX_NOISY_CELLS = 2_000_000  # groups × noisy values per group: ~6 µs of OpenDP sampling each
 
 
 @dataclass(frozen=True)
@@ -281,6 +282,11 @@ def build_plan(query: CheckedQuery, *, epsilon: float, delta: float, defaults: D
             scale = gaussian_scale(sens, share) if gaussian else laplace_scale(sens, share)
         measures.append(Measure(spec["name"], spec["kind"], spec["arg"], spec["lo"], spec["hi"], center,
                                 person_lo, person_hi, unit, sens, share, scale, mechanism, bins, integer_bins))
+    if all(k.domain is not None for k in keys):
+        cells = (math.prod(len(k.domain) for k in keys) if keys else 1) * sum(len(m.columns) for m in measures)  # type: ignore[arg-type]
+        if cells > MAX_NOISY_CELLS:
+            raise PrivacyRefused(f"this query would release {cells:,} noisy values (groups × aggregates × histogram "
+                                 f"bins); at most {MAX_NOISY_CELLS:,} per query")
     threshold = None
     if threshold_measure is not None:
         m = next(x for x in measures if x.name == threshold_measure)

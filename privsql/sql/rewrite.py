@@ -177,6 +177,8 @@ def rewrite(plan: DPPlan, target: SqlTarget, *, table_ref: exp.Expression, salt:
             assert m.arg is not None
             row_columns.append(bin_index(m, exp.column(arg_names[m.arg.sql()])).as_(f"{m.name}_bin"))
     unit = [exp.column(table.privacy_unit).as_("__pid")] if plan.per_person else []
+    if plan.per_person:  # rows that belong to no person (NULL unit, e.g. from a LEFT JOIN) are not counted
+        where = _and(exp.Not(this=exp.Is(this=exp.column(table.privacy_unit), expression=exp.Null())), where)
     # one row per input row: the unit, keys, aggregate arguments, histogram bins (arguments are
     # computed first so a bin can refer to its argument)
     projection = [*unit, *[e.as_(n) for e, n in zip(key_exprs, knames)],

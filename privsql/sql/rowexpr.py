@@ -149,6 +149,8 @@ class RowExprChecker:
     # --- refusals -----------------------------------------------------------------
     def _refuse(self, node: exp.Expression) -> RowInfo:
         if self.exact_aggregates and isinstance(node, PUBLIC_AGGREGATES) and not node.find(exp.Window):
+            if node.expressions or (isinstance(node.this, exp.Distinct) and len(node.this.expressions) != 1):
+                raise PrivacyRefused(f"{snippet(node)}: aggregates take one argument here")
             arg = node.this
             if isinstance(arg, exp.Distinct):
                 arg = arg.expressions[0] if len(arg.expressions) == 1 else None

@@ -25,7 +25,7 @@ from sqlglot import exp
 
 from privsql.config import ColumnMeta, Config, TableMeta
 from privsql.errors import PrivacyRefused, UnsupportedQuery
-from privsql.sql.prepare import SqlTarget, prepare_row_expr
+from privsql.sql.prepare import SqlTarget, clamp, prepare_row_expr
 from privsql.sql.rowexpr import BOOL, NULL, NUM, RowExprChecker, snippet
 from privsql.sql.validate import configured_table, normalize_name, output_name
 
@@ -39,13 +39,20 @@ class SubquerySource:
     table: TableMeta
     select: exp.Select  # over the real table name; aliases are the virtual column names
     source: TableMeta
+    arg_bounds: dict[str, tuple[float, float]]  # SUM/AVG column → the clamping interval of its argument
 
     def relation(self, table_ref: Callable[[TableMeta], exp.Table], target: SqlTarget) -> exp.Expression:
+        """The sub-query for the backend: SUM/AVG arguments clamped to their declared interval and
+        computed in the backend's safe numeric type, so no row can make an aggregate fail."""
         select = self.select.copy()
         for node in list(select.find_all(exp.Table)):
             node.replace(table_ref(self.source).as_(node.alias_or_name))
         for item in select.expressions:
-            item.set("this", prepare_row_expr(item.this, self.source, target))
+            agg = prepare_row_expr(item.this, self.source, target)
+            bounds = self.arg_bounds.get(item.alias)
+            if bounds is not None and isinstance(agg, (exp.Sum, exp.Avg)):
+                agg.set("this", exp.cast(clamp(agg.this, *bounds), target.safe_numeric))
+            item.set("this", agg)
         where = select.args.get("where")
         if where is not None:
             where.set("this", prepare_row_expr(where.this, self.source, target))
@@ -74,6 +81,8 @@ def flatten_subquery(tree: exp.Select, config: Config) -> tuple[exp.Select, Subq
     if not isinstance(inner, exp.Select):
         raise UnsupportedQuery("only a SELECT ... GROUP BY <privacy unit> sub-query is supported in FROM")
     alias = normalize_name(sub.args["alias"].this) if sub.args.get("alias") is not None else "__sub"
+    if sub.args.get("alias") is not None and sub.args["alias"].columns:
+        raise UnsupportedQuery("a column list on a sub-query alias is not supported: alias the columns inside it")
     for key in ("joins", "with", "with_", "having", "order", "limit", "offset", "distinct", "qualify"):
         if inner.args.get(key):
             raise UnsupportedQuery(f"{key.upper().rstrip('_')} inside a sub-query in FROM is not supported")
@@ -105,6 +114,7 @@ def flatten_subquery(tree: exp.Select, config: Config) -> tuple[exp.Select, Subq
             raise PrivacyRefused(f"the sub-query's WHERE needs a row condition, not {snippet(where.this)}")
     reach = source.max_rows * (1 if source.one_row_per_unit else source.max_groups)
     columns: dict[str, ColumnMeta] = {}
+    arg_bounds: dict[str, tuple[float, float]] = {}
     projection: list[exp.Expression] = []
     unit_name = None
     for item in inner.expressions:
@@ -113,10 +123,14 @@ def flatten_subquery(tree: exp.Select, config: Config) -> tuple[exp.Select, Subq
         if name in columns:
             raise PrivacyRefused(f"column name {name} appears twice in the sub-query: give each an alias")
         if isinstance(expr, exp.Column) and resolve(expr).name == source.privacy_unit:
+            if unit_name is not None:
+                raise PrivacyRefused("the sub-query selects the privacy unit twice")
             unit_name = name
             columns[name] = ColumnMeta(name, source.columns[source.privacy_unit].type)
         elif isinstance(expr, _PER_PERSON_AGGREGATES):
             arg = expr.this
+            if isinstance(arg, exp.Column) and resolve(arg).name == source.privacy_unit:
+                raise PrivacyRefused(f"{snippet(expr)} would be the privacy unit under another name")
             if isinstance(arg, exp.Distinct):
                 raise UnsupportedQuery(f"DISTINCT inside {snippet(expr)} is not supported in a sub-query")
             if arg is None or isinstance(arg, exp.Star):
@@ -126,6 +140,13 @@ def flatten_subquery(tree: exp.Select, config: Config) -> tuple[exp.Select, Subq
                 if info.kind not in (NUM, NULL) and not isinstance(expr, exp.Count):
                     raise PrivacyRefused(f"{snippet(expr)} needs a numeric argument")
                 bounds = (info.lower, info.upper)
+                if isinstance(expr, (exp.Sum, exp.Avg)):
+                    if not info.bounded:
+                        raise PrivacyRefused(f"{snippet(expr)} in the sub-query cannot be bounded: declare lower "
+                                             "and upper for its column(s) in the config")
+                    arg_bounds[name] = (info.lower, info.upper)  # type: ignore[assignment]
+            if expr.expressions:
+                raise PrivacyRefused(f"{snippet(expr)}: per-person aggregates take one argument")
             kind, lo, hi = _interval(expr, bounds, reach)
             columns[name] = ColumnMeta(name, kind, lo, hi) if lo is not None else ColumnMeta(name, kind)
         else:
@@ -142,4 +163,4 @@ def flatten_subquery(tree: exp.Select, config: Config) -> tuple[exp.Select, Subq
     select = select.group_by(keys[0].copy())
     out = tree.copy()
     out.set("from_" if "from_" in out.args else "from", exp.From(this=exp.table_(alias)))
-    return out, SubquerySource(table=table, select=select, source=source)
+    return out, SubquerySource(table=table, select=select, source=source, arg_bounds=arg_bounds)

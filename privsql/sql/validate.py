@@ -326,7 +326,8 @@ def _group_keys(tree: exp.Select, scope: _Scope) -> list[GroupKey]:
             raise PrivacyRefused(f"aggregates are not allowed in GROUP BY: {snippet(expr)}")
         info = RowExprChecker(scope.resolve, context="GROUP BY").check(expr)
         unit = scope.table.privacy_unit
-        if unit and any(scope.resolve(c).name == unit for c in expr.find_all(exp.Column)):
+        units = {unit} | scope.table.unit_aliases if unit else set()
+        if units and any(scope.resolve(c).name in units for c in expr.find_all(exp.Column)):
             raise PrivacyRefused(f"GROUP BY on the privacy unit ({unit}) would release one group per person")
         column = scope.resolve(expr) if isinstance(expr, exp.Column) else None
         stripped = strip_qualifiers(expr)
@@ -343,7 +344,7 @@ def _output_name(expr: exp.Expression) -> str:
         return expr.alias
     if isinstance(expr, exp.Column):
         return expr.name.lower() if not expr.this.quoted else expr.name
-    if isinstance(expr, exp.Paren):
+    if isinstance(expr, (exp.Paren, exp.WithinGroup)):
         return _output_name(expr.this)
     if isinstance(expr, (exp.Cast, exp.TryCast)):
         inner = expr.this
