@@ -38,6 +38,7 @@ def make_config(tmp: Path) -> Path:
         analyst["epsilon"] = 1e9
     raw["budget_store"] = {**raw.get("budget_store", {}), "path": str(tmp / "budget.sqlite")}
     raw["server"] = {"auth": "trust", "host": "127.0.0.1", "port": 0}
+    raw["cache"] = {"enabled": False}  # every DP COUNT is a fresh, charged answer (no free repeats)
     path = tmp / "privsql.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
