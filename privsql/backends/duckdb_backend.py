@@ -62,12 +62,15 @@ class DuckDBBackend(Backend):
                          for c in table.columns.values())
         key = f", PRIMARY KEY ({_quote(table.privacy_unit)})" if table.one_row_per_unit and table.privacy_unit else ""
         self._con.execute(f"CREATE OR REPLACE TABLE {_quote(table.name)} ({cols}{key})")
-        reader = "read_parquet(?)" if path.lower().endswith(".parquet") else "read_csv(?, header = true, all_varchar = true)"
-        available = {r[0].lower(): r[0] for r in self._con.execute(f"DESCRIBE SELECT * FROM {reader}", [path]).fetchall()}
+        parquet = path.lower().endswith(".parquet")
+        reader = "read_parquet(?)" if parquet else "read_csv(?, header = true, all_varchar = true)"
+        described = self._con.execute(f"DESCRIBE SELECT * FROM {reader}", [path]).fetchall()
+        available = {r[0].lower(): r[0] for r in described}
         missing = [c for c in table.columns if c not in available]
         if missing:
             raise ConfigError(f"table {table.name}: source {path} has no column(s) {', '.join(missing)}")
-        select = ", ".join(f"CAST({_quote(available[c.name])} AS {DUCKDB_TYPES[c.type]})" for c in table.columns.values())
+        select = ", ".join(f"CAST({_quote(available[c.name])} AS {DUCKDB_TYPES[c.type]})"
+                           for c in table.columns.values())
         try:
             self._con.execute(f"INSERT INTO {_quote(table.name)} SELECT {select} FROM {reader}", [path])
         except duckdb.ConstraintException as exc:
@@ -75,7 +78,8 @@ class DuckDBBackend(Backend):
                               f"{table.privacy_unit} unique and not NULL; not_null columns): "
                               f"{str(exc).splitlines()[0]}") from None
         except duckdb.ConversionException as exc:
-            raise ConfigError(f"table {table.name}: a value in {path} does not match the declared type: {exc}") from None
+            raise ConfigError(f"table {table.name}: a value in {path} does not match the declared type: "
+                              f"{exc}") from None
 
     def _check_existing(self, source: str, table: TableMeta) -> None:
         rows = self._con.execute(

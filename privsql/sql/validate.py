@@ -134,7 +134,8 @@ def configured_table(source: exp.Expression, config: Config,
         raise UnsupportedQuery("sub-queries in FROM are not supported yet")
     if not isinstance(source, exp.Table) or not isinstance(source.this, exp.Identifier):
         raise PrivacyRefused(f"only configured tables may be read, not {snippet(source)}")
-    if source.args.get("catalog") or (source.args.get("db") and normalize_name(source.args["db"]) not in ("public", "main")):
+    schema = source.args.get("db")
+    if source.args.get("catalog") or (schema and normalize_name(schema) not in ("public", "main")):
         raise UndefinedTable(f"relation \"{source.sql()}\" does not exist")
     for key in ("sample", "joins", "laterals", "pivots", "version", "when", "changes"):
         if source.args.get(key):
@@ -279,7 +280,8 @@ def _check_output(node: exp.Expression, where: str, keys: list[GroupKey], collec
         collector.add(node)  # type: ignore[arg-type]
         return
     key_sqls = {k.expr.sql() for k in keys}
-    if not isinstance(node, exp.Column) and node.find(exp.Column) is not None and strip_qualifiers(node).sql() in key_sqls:
+    if not isinstance(node, exp.Column) and node.find(exp.Column) is not None \
+            and strip_qualifiers(node).sql() in key_sqls:
         return  # a GROUP BY expression repeated in the output
     if isinstance(node, exp.Star):
         raise PrivacyRefused("privsql answers aggregate queries only; SELECT * would return individual rows")
