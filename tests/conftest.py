@@ -62,6 +62,16 @@ def shared_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     e.close()
 
 
+def exact_sample(sql: str) -> list[tuple]:
+    """``sql`` answered exactly by DuckDB on the raw sample files (views people, visits)."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute(f"CREATE VIEW people AS SELECT * FROM read_csv('{ROOT / 'sample_data' / 'people.csv'}')")
+    con.execute(f"CREATE VIEW visits AS SELECT * FROM read_csv('{ROOT / 'sample_data' / 'visits.csv.gz'}')")
+    return con.execute(sql).fetchall()
+
+
 def require_postgres(dsn: str = "postgresql://postgres@127.0.0.1:5432/test") -> str:
     """Skip when PostgreSQL is unreachable, but fail in CI (CI=true), where it must be there."""
     import psycopg

@@ -485,6 +485,31 @@ def test_postgres_round_with_decimals(engines) -> None:
 
 
 @pytest.mark.slow
+def test_spark_checks_one_row_per_unit_and_types(engines, tmp_path) -> None:
+    """Spark has no constraints: the backend counts at start-up (on the cached snapshot)."""
+    from privsql.backends.spark_backend import SparkBackend
+    from privsql.errors import ConfigError
+
+    engines("spark")  # the module's session is running: this reuses it
+    table = {"privacy_unit": "pid", "one_row_per_unit": True, "columns": {"pid": {"type": "int"},
+                                                                          "x": {"type": "int"}}}
+    dup = tmp_path / "dup.csv"
+    dup.write_text("pid,x\n1,10\n2,20\n2,30\n")
+    with pytest.raises(ConfigError, match="not unique"):
+        SparkBackend(sample_config(tmp_path, backend={"kind": "spark"}, tables={"t": {**table, "source": str(dup)}}))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("pid,x\n1,10\n2,ten\n")
+    with pytest.raises(ConfigError, match="does not match the declared types"):
+        SparkBackend(sample_config(tmp_path, backend={"kind": "spark"}, tables={"t": {**table, "source": str(bad)}}))
+    ok = tmp_path / "ok.csv"
+    ok.write_text("pid,x\n1,10\n2,20\n")
+    backend = SparkBackend(sample_config(tmp_path, backend={"kind": "spark"},
+                                         tables={"t": {**table, "source": str(ok)}}))
+    backend.close()
+    assert engines("spark").backend.run("SELECT 1") == [(1,)]  # the shared session is still up
+
+
+@pytest.mark.slow
 def test_spark_timeout_cancels_the_job(engines) -> None:
     from privsql.errors import QueryCanceled
 

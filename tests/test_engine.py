@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import math
 
-import duckdb
 import numpy as np
 import pytest
+from conftest import exact_sample
 
 import privsql.engine as engine_module
-from conftest import ROOT
 from privsql.errors import BackendError, BudgetExhausted, InvalidParameter, PrivacyRefused, UnknownAnalyst
 
-PEOPLE = ROOT / "sample_data" / "people.csv"
-VISITS = ROOT / "sample_data" / "visits.csv.gz"
-
-
-def exact(sql: str) -> list[tuple]:
-    con = duckdb.connect()
-    con.execute(f"CREATE VIEW people AS SELECT * FROM read_csv('{PEOPLE}')")
-    con.execute(f"CREATE VIEW visits AS SELECT * FROM read_csv('{VISITS}')")
-    return con.execute(sql).fetchall()
+exact = exact_sample
 
 
 def no_noise(monkeypatch: pytest.MonkeyPatch) -> None:

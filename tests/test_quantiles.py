@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import duckdb
 import numpy as np
 import pytest
+from conftest import exact_sample
 
 import privsql.engine as engine_module
-from conftest import ROOT
 
-PEOPLE = ROOT / "sample_data" / "people.csv"
-
-
-def exact(sql: str) -> list[tuple]:
-    con = duckdb.connect()
-    con.execute(f"CREATE VIEW people AS SELECT * FROM read_csv('{PEOPLE}')")
-    return con.execute(sql).fetchall()
+exact = exact_sample
 
 
 def test_integer_quantiles_exact_without_noise(shared_engine, monkeypatch) -> None:

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import duckdb
 import numpy as np
 import pytest
+from conftest import exact_sample
 
 import privsql.engine as engine_module
-from conftest import ROOT
 from privsql.errors import PrivacyRefused, UnsupportedQuery
 
-VISITS = ROOT / "sample_data" / "visits.csv.gz"
-
-
-def exact(sql: str) -> list[tuple]:
-    con = duckdb.connect()
-    con.execute(f"CREATE VIEW visits AS SELECT * FROM read_csv('{VISITS}')")
-    return con.execute(sql).fetchall()
+exact = exact_sample
 
 
 def test_average_visits_per_person(shared_engine, monkeypatch) -> None:

@@ -220,13 +220,7 @@ class _AggregateCollector:
             arg = node.this
             if isinstance(arg, exp.Distinct):
                 raise UnsupportedQuery(f"{func.upper()}(DISTINCT ...) is not supported")
-            info = RowExprChecker(self.scope.resolve, context=label).check(arg)
-            if info.kind not in (NUM, NULL):
-                raise PrivacyRefused(f"{label} needs a numeric argument, not {info.kind}")
-            if not info.bounded:
-                cols = sorted({c.name for c in arg.find_all(exp.Column)})
-                raise PrivacyRefused(f"{label} cannot be bounded: declare lower and upper for column(s) "
-                                     f"{', '.join(cols) or '?'} in the config (bounds are never taken from the data)")
+            info = self._bounded_arg(arg, label)
             stripped = strip_qualifiers(arg)
             if func == "quantile":
                 p = 0.0 if isinstance(node, exp.Min) else 1.0 if isinstance(node, exp.Max) else \
@@ -237,9 +231,10 @@ class _AggregateCollector:
         raise UnsupportedQuery(f"aggregate {name} is not supported yet; supported: {SUPPORTED_AGGREGATES}")
 
     def _bounded_arg(self, arg: exp.Expression, label: str) -> RowInfo:
+        """A numeric argument whose clamping interval is known from the config; refuse others."""
         info = RowExprChecker(self.scope.resolve, context=label).check(arg)
         if info.kind not in (NUM, NULL):
-            raise PrivacyRefused(f"{label} needs numeric arguments, not {info.kind}")
+            raise PrivacyRefused(f"{label} needs a numeric argument, not {info.kind}")
         if not info.bounded:
             cols = sorted({c.name for c in arg.find_all(exp.Column)})
             raise PrivacyRefused(f"{label} cannot be bounded: declare lower and upper for column(s) "
