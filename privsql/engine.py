@@ -124,7 +124,7 @@ def open_budget_store(config: Config) -> BudgetStore:
     s = config.budget_store
     if s["kind"] == "sqlite":
         return open_store("sqlite", path=config.resolve_path(s["path"]))
-    return open_store("postgres", dsn=s["dsn"])
+    return open_store("postgres", dsn=s["dsn"], schema=s.get("schema", "privsql"))
 
 
 class Engine:

@@ -105,7 +105,7 @@ def _agg_formula(out: OutputAgg, plan: DPPlan) -> exp.Expression:
     if first.kind == "pair":
         return _pair_formula(out, first)
     cols = [exp.column(n) for n in out.measures]
-    if out.func in ("count", "count_expr", "count_units"):
+    if out.func in ("count", "count_expr", "count_units", "count_distinct"):
         return exp.cast(exp.func("greatest", exp.func("round", cols[0]), exp.Literal.number(0)), "BIGINT")
     if out.func == "sum":
         value = cols[0]
@@ -181,7 +181,7 @@ def _ci_formula(out: OutputAgg, plan: DPPlan, formula: exp.Expression) -> exp.Ex
     measures = [plan.measure(n) for n in out.measures]
     if measures[0].kind == "pair":
         return _pair_ci(out, measures[0], formula)
-    if out.func in ("count", "count_expr", "count_units", "sum"):
+    if out.func in ("count", "count_expr", "count_units", "count_distinct", "sum"):
         return _double(measures[0].ci95)
     if out.func != "avg":
         return None
@@ -339,7 +339,7 @@ def column_accuracy(columns: list[OutputColumn], ci_index: list[int], cis: list[
             m = plan.measure(agg.measures[0])
             values = [c[pos] for c in cis if c[pos] is not None]
             ci = float(np.median(values)) if values else m.ci95
-            if agg.func in ("count", "count_expr", "count_units", "sum", "avg"):
+            if agg.func in ("count", "count_expr", "count_units", "count_distinct", "sum", "avg"):
                 out.append(ColumnAccuracy(col.name, m.mechanism, m.scale * m.unit, ci, approximate=agg.func == "avg"))
             else:
                 out.append(ColumnAccuracy(col.name, "post-processing"))

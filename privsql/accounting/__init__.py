@@ -9,7 +9,8 @@ from privsql.accounting.store import BudgetStore, Cost, LedgerEntry, Limits, Spe
 __all__ = ["BudgetStore", "Cost", "LedgerEntry", "Limits", "Spent", "open_store"]
 
 
-def open_store(kind: str, path: str | os.PathLike[str] | None = None, dsn: str | None = None) -> BudgetStore:
+def open_store(kind: str, path: str | os.PathLike[str] | None = None, dsn: str | None = None, *,
+               schema: str = "privsql") -> BudgetStore:
     """Open the budget store of ``kind`` 'sqlite' (at ``path``) or 'postgres' (at ``dsn``).
 
     Creates the schema on first use; raises BudgetStoreError if the store
@@ -26,5 +27,5 @@ def open_store(kind: str, path: str | os.PathLike[str] | None = None, dsn: str |
             raise ValueError("a postgres budget store needs a dsn")
         from privsql.accounting.postgres_store import PostgresBudgetStore
 
-        return PostgresBudgetStore(dsn)
+        return PostgresBudgetStore(dsn, schema=schema)
     raise ValueError(f"budget store kind must be 'sqlite' or 'postgres', not {kind!r}")

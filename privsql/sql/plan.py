@@ -53,6 +53,7 @@ class Measure:
 
     kind: 'rows' | 'nonnull' | 'sum' | 'csum' (sum of value − center) | 'csq' (sum of
     (value − center)²) | 'units' | 'hist' (row counts per bin of the clamped value, for quantiles)
+    | 'distinct' (COUNT(DISTINCT x) over at most max_rows values kept per person and group)
     | 'pair' (for AVG: A = Σ(x − lower) and B = Σ(upper − x), released together; each row adds
     upper − lower to A + B, so the pair has joint L1 sensitivity max_rows·(upper − lower) per group
     and both get the same noise; count = (A + B)/(upper − lower)).
@@ -235,6 +236,8 @@ def build_plan(query: CheckedQuery, *, epsilon: float, delta: float, defaults: D
             names = (need("rows", None),)
         elif call.func == "count_units":
             names = (need("units", None),)
+        elif call.func == "count_distinct":
+            names = (need("distinct", call.arg),)
         elif call.func == "count_expr" and call.arg is not None and call.arg.sql() in averaged:
             names = (need("pair", call.arg, *averaged[call.arg.sql()]),)  # the AVG's noisy count, for free
         elif call.func == "count_expr":
@@ -270,7 +273,7 @@ def build_plan(query: CheckedQuery, *, epsilon: float, delta: float, defaults: D
             unit = rows / 2**HIST_BITS if not table.one_row_per_unit else 1.0
         elif spec["kind"] == "pair":
             unit = (spec["hi"] - spec["lo"]) / 2**PAIR_BITS if spec["hi"] > spec["lo"] else 1.0
-        elif spec["kind"] in ("rows", "nonnull", "units") or bound == 0:
+        elif spec["kind"] in ("rows", "nonnull", "units", "distinct") or bound == 0:
             unit = 1.0
         else:
             unit = bound / 2**GRID_BITS
@@ -340,7 +343,7 @@ def _person_bound(spec: dict[str, Any], rows: int) -> tuple[float, float, float]
     kind = spec["kind"]
     if kind == "units":
         return 0.0, 1.0, 1.0
-    if kind in ("rows", "nonnull", "hist"):
+    if kind in ("rows", "nonnull", "hist", "distinct"):  # distinct: at most max_rows values kept per person
         return 0.0, float(rows), float(rows)
     lo, hi = spec["lo"], spec["hi"]
     if kind == "pair":  # (A, B) with A + B = rows' (upper − lower): joint L1 ≤ max_rows · (upper − lower)

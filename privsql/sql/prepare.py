@@ -63,8 +63,17 @@ def prepare_row_expr(expr: exp.Expression, table: TableMeta | None, target: SqlT
     for node in list(expr.find_all(exp.Column, exp.Literal)):
         numeric = (isinstance(node, exp.Literal) and not node.is_string) or (
             isinstance(node, exp.Column) and (meta := lookup(node)) is not None and meta.is_numeric)
+        if isinstance(node.parent, exp.Round) and node.arg_key == "decimals":
+            continue  # ROUND(x, 1): the digits stay an integer (PostgreSQL has no round(numeric, numeric))
         if numeric and _inside_arithmetic(node, expr):
             node.replace(exp.cast(node.copy(), target.safe_numeric))
+    if target.safe_numeric.upper() != "DOUBLE":
+        # PostgreSQL raises on DOUBLE PRECISION overflow and underflow (DuckDB and Spark give inf/0): an
+        # analyst's CAST(x AS DOUBLE) is computed in the safe type there, or
+        # WHERE pid = 17 AND CAST(income AS DOUBLE) * 1e300 * 1e8 > 0 would fail iff person 17's income > 1.8
+        for cast in list(expr.find_all(exp.Cast)):
+            if cast.to.is_type(exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT):
+                cast.set("to", exp.DataType.build(target.safe_numeric))
     return expr
 
 

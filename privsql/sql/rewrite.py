@@ -76,7 +76,7 @@ def _per_person_parts(m: Measure, arg: str | None) -> list[exp.Expression]:
     """Raw per-(person, group) aggregates a measure needs, named after the measure."""
     if m.kind == "rows":
         return [exp.Count(this=exp.Star()).as_(f"{m.name}_n")]
-    if m.kind == "units":
+    if m.kind in ("units", "distinct"):
         return []
     if m.kind == "hist":
         bin_col = exp.column(f"{m.name}_bin")
@@ -97,6 +97,8 @@ def _person_contribution(m: Measure, max_rows: int) -> list[exp.Expression]:
     floored, so their total stays within max_rows. The bound holds whatever the
     data holds."""
     rows = _num(max_rows)
+    if m.kind == "distinct":
+        return []  # counted from the distinct values a person keeps (see _distinct_counts)
     if m.kind == "units":
         return [exp.Literal.number(1).as_(m.name)]
     n = exp.column(f"{m.name}_n")
@@ -130,10 +132,38 @@ def _per_row_measure(m: Measure, arg: exp.Expression | None) -> list[exp.Express
     assert arg is not None
     if m.kind == "nonnull":
         return [exp.Count(this=arg).as_(m.name)]
+    if m.kind == "distinct":  # one row per person: a person adds at most one value to a group
+        return [exp.Count(this=exp.Distinct(expressions=[arg])).as_(m.name)]
     if m.kind == "pair":
         return [exp.Sum(this=_fixed(_row_value(m, arg), m.unit)).as_(f"{m.name}_a"),
                 exp.Count(this=arg.copy()).as_(f"{m.name}_c")]
     return [exp.Sum(this=_fixed(_row_value(m, arg), m.unit)).as_(m.name)]
+
+
+def _distinct_counts(m: Measure, arg: str, knames: list[str], kept: str | None, max_rows: int,
+                     target: SqlTarget, salt: int) -> exp.Select:
+    """COUNT(DISTINCT x) per group over at most max_rows distinct values per person and group
+    (chosen by a salted hash of the person and value), in the groups the person keeps (``kept``:
+    the bounded groups, or None when every group is kept). Removing a person removes at most
+    max_rows values from each of their groups."""
+    keys = [exp.column(k) for k in knames]
+    values = exp.select("__pid", *knames, exp.column(arg).as_("__v")).distinct().from_("__rows").where(
+        exp.Not(this=exp.Is(this=exp.column(arg), expression=exp.Null())))
+    order = [exp.Ordered(this=target.order_hash([exp.column("__pid"), exp.column("__v")], salt)),
+             exp.Ordered(this=exp.column("__v"))]
+    ranked = exp.select("*", exp.Window(this=exp.RowNumber(), partition_by=[exp.column("__pid"), *keys],
+                                        order=exp.Order(expressions=order)).as_("__rn")).from_(
+        values.subquery("__values"))
+    limited = exp.select("*").from_(ranked.subquery("__ranked")).where(
+        exp.LTE(this=exp.column("__rn"), expression=_num(max_rows)))
+    counted = exp.select(*[k.copy() for k in keys], exp.Count(this=exp.Distinct(
+        expressions=[exp.column("__v", table="__d")])).as_(m.name)).from_(limited.subquery("__d"))
+    if kept is not None:
+        on = [exp.EQ(this=exp.column("__pid", table="__d"), expression=exp.column("__pid", table="__g"))]
+        on += [exp.NullSafeEQ(this=exp.column(k, table="__d"), expression=exp.column(k, table="__g")) for k in knames]
+        counted = counted.join(exp.select("__pid", *knames).from_(kept).subquery("__g"), on=exp.and_(*on))
+    counted.set("expressions", [exp.column(k, table="__d").as_(k) for k in knames] + counted.expressions[len(knames):])
+    return counted.group_by(*[exp.column(k, table="__d") for k in knames]) if knames else counted
 
 
 def _domain_filter(plan: DPPlan, key_exprs: list[exp.Expression]) -> exp.Expression | None:
@@ -204,10 +234,9 @@ def rewrite(plan: DPPlan, target: SqlTarget, *, table_ref: exp.Expression, salt:
         "__pid", *knames, *[c for m in plan.measures for c in _person_contribution(m, plan.max_rows)],
     ).from_("__per_person")
 
+    ctes: list[tuple[str, exp.Expression]] = [("__rows", rows), ("__per_person", per_person),
+                                               ("__contributions", contributions)]
     source = "__contributions"
-    final = exp.select(*knames, *[exp.Sum(this=exp.column(c)).as_(c) for m in plan.measures for c in m.columns])
-    query = final.with_("__rows", as_=rows).with_("__per_person", as_=per_person).with_(
-        "__contributions", as_=contributions)
     if plan.bound_groups:
         order = target.order_hash([exp.column("__pid"), *[exp.column(k) for k in knames]], salt)
         # keys break hash ties, so the choice depends on nothing but this person's own groups
@@ -217,9 +246,32 @@ def rewrite(plan: DPPlan, target: SqlTarget, *, table_ref: exp.Expression, salt:
         numbered = numbered.from_("__contributions")
         bounded = exp.select("*").from_(numbered.subquery("__numbered")).where(
             exp.LTE(this=exp.column("__rn"), expression=_num(plan.max_groups)))
-        query = query.with_("__bounded", as_=bounded)
+        ctes.append(("__bounded", bounded))
         source = "__bounded"
+    summed = [m for m in plan.measures if m.kind != "distinct"]
+    sums = [exp.Sum(this=exp.column(c)).as_(c) for m in summed for c in m.columns]
+    query = exp.select(*knames, *(sums or ([] if knames else [exp.Count(this=exp.Star()).as_("__one")])))
     query = query.from_(source)
     if knames:
         query = query.group_by(*knames)
+    if any(m.kind == "distinct" for m in plan.measures):
+        # COUNT(DISTINCT) is not a sum of per-person parts: counted apart, joined on the group keys
+        # (NULL-safe); the main aggregate holds every group that has a kept row
+        main = query
+        query = exp.select(*[exp.column(k, table="__main").as_(k) for k in knames]).from_(main.subquery("__main"))
+        columns = []
+        for i, m in enumerate(plan.measures):
+            if m.kind != "distinct":
+                columns += [exp.column(c, table="__main").as_(c) for c in m.columns]
+                continue
+            name = f"__dc{i}"
+            counts = _distinct_counts(m, arg_names[m.arg.sql()], knames,  # type: ignore[union-attr]
+                                      source if plan.bound_groups else None, plan.max_rows, target, salt)
+            on = [exp.NullSafeEQ(this=exp.column(k, table="__main"), expression=exp.column(k, table=name))
+                  for k in knames]
+            query = query.join(counts.subquery(name), on=exp.and_(*on) if on else exp.true(), join_type="LEFT")
+            columns.append(exp.func("coalesce", exp.column(m.name, table=name), exp.Literal.number(0)).as_(m.name))
+        query.set("expressions", query.expressions + columns)
+    for name, cte in ctes:
+        query = query.with_(name, as_=cte)
     return parenthesize(query)

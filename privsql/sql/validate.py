@@ -18,7 +18,7 @@ from privsql.errors import PrivacyRefused, UndefinedColumn, UndefinedTable, Unsu
 from privsql.sql.rowexpr import BOOL, NULL, NUM, RowExprChecker, RowInfo, literal_number, snippet
 
 AGG_META = "privsql_agg"
-SUPPORTED_AGGREGATES = ("COUNT(*), COUNT(col), COUNT(DISTINCT <privacy unit>), SUM, AVG, VAR_SAMP/VARIANCE, VAR_POP, "
+SUPPORTED_AGGREGATES = ("COUNT(*), COUNT(col), COUNT(DISTINCT col), SUM, AVG, VAR_SAMP/VARIANCE, VAR_POP, "
                         "STDDEV/STDDEV_SAMP, STDDEV_POP, COVAR_POP, COVAR_SAMP, CORR, MEDIAN, "
                         "PERCENTILE_CONT/PERCENTILE_DISC, QUANTILE, MIN, MAX")
 _PAIR_AGGREGATES = {exp.CovarPop: "covar_pop", exp.CovarSamp: "covar_samp", exp.Corr: "corr"}
@@ -259,8 +259,11 @@ class _AggregateCollector:
             if (len(targets) == 1 and isinstance(targets[0], exp.Column)
                     and self.scope.resolve(targets[0]).name == unit):
                 return AggCall("count_units", None, None, "count(distinct unit)")
-            raise UnsupportedQuery(f"{label}: COUNT(DISTINCT ...) is supported only on the privacy unit "
-                                   f"({unit}) for now")
+            if len(targets) != 1:
+                raise UnsupportedQuery(f"{label}: COUNT(DISTINCT ...) takes one expression")
+            info = RowExprChecker(self.scope.resolve, context=label).check(targets[0])
+            stripped = strip_qualifiers(targets[0])
+            return AggCall("count_distinct", stripped, info, f"count(distinct {stripped.sql()})")
         info = RowExprChecker(self.scope.resolve, context=label).check(arg)
         if not info.has_column and info.kind != NULL:
             return AggCall("count", None, None, "count(*)")  # COUNT(1): every row
