@@ -517,6 +517,8 @@ def _measure_text(m: Measure) -> str:
                 "(rows per bin)")
     if m.kind == "nonnull":
         return f"count of non-NULL {arg}"
+    if m.kind == "distinct":
+        return f"count of distinct {arg}, at most {m.person_hi:g} values per person and group"
     clamp = f"clamped to [{m.clamp_lo:g}, {m.clamp_hi:g}]"
     if m.kind == "csum":
         return f"sum of ({arg} − {m.center:g}), {arg} {clamp}"

@@ -218,3 +218,13 @@ def test_release_never_publishes_keys_outside_a_public_domain(shared_engine) -> 
     exact_rows = [("0", 10), ("1", 20), (None, 5), ("secret", 7)]
     noisy = release(plan, exact_rows)
     assert noisy.keys == [["0", "1"]]
+
+
+def test_explain_covers_every_aggregate(shared_engine) -> None:
+    sql = ("SELECT dept, COUNT(*), COUNT(cost), COUNT(DISTINCT day), COUNT(DISTINCT pid), SUM(cost), AVG(cost), "
+           "VAR_SAMP(cost), STDDEV_POP(duration_min), COVAR_POP(cost, duration_min), CORR(cost, duration_min), "
+           "MEDIAN(cost), MIN(duration_min), MAX(duration_min), SUM(cost) / COUNT(*) FROM visits GROUP BY dept")
+    rows = dict(shared_engine.explain(sql).rows)
+    assert rows["cost"].startswith("ε = 1")
+    assert sum(1 for item in rows if item.startswith("column ")) >= 10
+    assert shared_engine.describe(sql)[0].name == "dept"
