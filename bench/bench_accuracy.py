@@ -553,8 +553,9 @@ def main() -> None:
     ap.add_argument("--privsql-rev", default="",
                     help="benchmark privsql as committed at this git revision (exported to bench/out/), "
                          "e.g. HEAD while the work tree has uncommitted edits")
-    ap.add_argument("--not-null-income", action="store_true",
-                    help="declare income `not_null: true` (only for a prototype privsql that supports it)")
+    ap.add_argument("--nullable-income", dest="not_null_income", action="store_false",
+                    help="do not declare income `not_null: true` (config/privsql.yaml does; it lets COUNT(*) "
+                         "share AVG(income)'s noisy count)")
     ap.add_argument("--json", default=str(OUT / "accuracy.json"), help="raw results")
     ap.add_argument("--png", default=str(PNG))
     ap.add_argument("--worker", default="", help=argparse.SUPPRESS)
