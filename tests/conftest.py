@@ -62,6 +62,15 @@ def shared_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     e.close()
 
 
+def write_csv(path: Path, header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> Path:
+    """A CSV file with a header row; None becomes an empty cell."""
+    def cell(x: Any) -> str:
+        return "" if x is None else str(x)
+
+    path.write_text(",".join(header) + "\n" + "".join(",".join(cell(x) for x in r) + "\n" for r in rows))
+    return path
+
+
 def exact_sample(sql: str) -> list[tuple]:
     """``sql`` answered exactly by DuckDB on the raw sample files (views people, visits)."""
     import duckdb

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from conftest import write_csv
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -78,14 +79,6 @@ def config_text(tmp: Path, t_csv: Path, u_csv: Path) -> str:
                      "zed": {"epsilon": 1.0e9, "delta": 0.5, "accounting": "zcdp"}},
     }
     return yaml.safe_dump(raw)
-
-
-def write_csv(path: Path, header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> Path:
-    def cell(x: Any) -> str:
-        return "" if x is None else str(x)
-
-    path.write_text(",".join(header) + "\n" + "".join(",".join(cell(x) for x in r) + "\n" for r in rows))
-    return path
 
 
 def base_t_rows() -> list[tuple[Any, ...]]:

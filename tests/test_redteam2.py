@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ import pytest
 import yaml
 
 import privsql.engine as engine_module
+from conftest import write_csv
 from privsql import errors as E
 from privsql.accounting.dp_math import max_rho_for
 from privsql.config import parse_config
@@ -53,14 +54,6 @@ def xfail(reason: str) -> Any:
 
 # ------------------------------------------------------------------------------------------------
 # fixtures: D and D + X over a small schema
-
-
-def write_csv(path: Path, header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> Path:
-    def cell(x: Any) -> str:
-        return "" if x is None else str(x)
-
-    path.write_text(",".join(header) + "\n" + "".join(",".join(cell(x) for x in r) + "\n" for r in rows))
-    return path
 
 
 def base_t() -> list[tuple[Any, ...]]:
@@ -853,11 +846,11 @@ def test_isolated_postprocessing_engine_reads_no_files() -> None:
                  id="cte_shadowing_private_name"),
 ])
 def test_router_never_sends_real_data_to_the_catalog(sql: str, kind: str) -> None:
+    from conftest import DEFAULT_CONFIG
+
     from privsql.config import load_config
     from privsql.server.catalog import ShadowCatalog, schema_from_config
     from privsql.server.router import Router
-
-    from conftest import DEFAULT_CONFIG
 
     schema = schema_from_config(load_config(DEFAULT_CONFIG).tables)
     plan = Router(schema).plan(sql)
@@ -887,9 +880,8 @@ def test_plan_with_tens_of_millions_of_noisy_cells_is_refused(pair: tuple[Engine
 
 @pytest.fixture(scope="module")
 def pg_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Engine, Engine]]:
-    from conftest import require_postgres
-
     import psycopg
+    from conftest import require_postgres
 
     require_postgres(PG_DSN)
     schema = f"privsql_rt2_{uuid.uuid4().hex[:10]}"
