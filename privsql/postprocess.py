@@ -176,13 +176,15 @@ def _variance_formula(out: OutputAgg, cols: list[exp.Expression], count: exp.Exp
 
 
 def _ci_formula(out: OutputAgg, plan: DPPlan, formula: exp.Expression) -> exp.Expression | None:
-    """Per-cell 95% CI half-width: exact for counts and sums; for AVG a delta-method
-    approximation; None for variances (no simple closed form is claimed)."""
+    """Per-cell 95% CI half-width: exact for counts and sums; for AVG, VAR and STDDEV a
+    delta-method approximation; None for quantiles and covariances."""
     measures = [plan.measure(n) for n in out.measures]
     if measures[0].kind == "pair":
         return _pair_ci(out, measures[0], formula)
     if out.func in ("count", "count_expr", "count_units", "count_distinct", "sum"):
         return _double(measures[0].ci95)
+    if out.func.startswith(("var", "stddev")):
+        return _variance_ci(out, measures, formula)
     if out.func != "avg":
         return None
     s, n = measures
@@ -192,6 +194,27 @@ def _ci_formula(out: OutputAgg, plan: DPPlan, formula: exp.Expression) -> exp.Ex
                      expression=exp.Mul(this=exp.Mul(this=centred, expression=centred.copy()),
                                         expression=_double(n.ci95 ** 2)))
     return exp.Div(this=exp.func("sqrt", spread), expression=exp.func("greatest", exp.column(n.name), _double(1)))
+
+
+def _variance_ci(out: OutputAgg, measures: list[Measure], formula: exp.Expression) -> exp.Expression:
+    """Delta-method 95% half-width of VAR = Q/N − (S/N)² (approximate): the CIs of the noisy centred
+    sum S, sum of squares Q and count N combined in quadrature; STDDEV divides by 2·sd."""
+    s, q, n = measures
+    count = exp.func("greatest", exp.column(n.name), _double(1))
+    mean = exp.Div(this=exp.column(s.name), expression=count.copy())
+    second = exp.Div(this=exp.column(q.name), expression=count.copy())
+    d_q = exp.Div(this=_double(q.ci95), expression=count.copy())
+    d_s = exp.Div(this=exp.Mul(this=_double(2 * s.ci95), expression=exp.func("abs", mean)), expression=count.copy())
+    mean_squared = exp.Mul(this=_double(2), expression=exp.Mul(this=mean.copy(), expression=mean.copy()))
+    d_n = exp.Div(this=exp.Mul(this=_double(n.ci95), expression=exp.func("abs", exp.Sub(
+        this=second, expression=mean_squared))), expression=count.copy())
+    spread = exp.func("sqrt", exp.Add(this=exp.Add(this=exp.Mul(this=d_q, expression=d_q.copy()),
+                                                  expression=exp.Mul(this=d_s, expression=d_s.copy())),
+                                      expression=exp.Mul(this=d_n, expression=d_n.copy())))
+    if out.func.startswith("stddev"):
+        return exp.Div(this=spread, expression=exp.func("greatest", exp.Mul(this=_double(2), expression=formula.copy()),
+                                                        _double(1e-12)))
+    return spread
 
 
 #: 95% two-sided quantile of the sum of two independent Laplace(b) variables, in units of b:
@@ -339,8 +362,10 @@ def column_accuracy(columns: list[OutputColumn], ci_index: list[int], cis: list[
             m = plan.measure(agg.measures[0])
             values = [c[pos] for c in cis if c[pos] is not None]
             ci = float(np.median(values)) if values else m.ci95
-            if agg.func in ("count", "count_expr", "count_units", "count_distinct", "sum", "avg"):
-                out.append(ColumnAccuracy(col.name, m.mechanism, m.scale * m.unit, ci, approximate=agg.func == "avg"))
+            if agg.func in ("count", "count_expr", "count_units", "count_distinct", "sum", "avg") \
+                    or agg.func.startswith(("var", "stddev")):
+                out.append(ColumnAccuracy(col.name, m.mechanism, m.scale * m.unit, ci,
+                                          approximate=agg.func not in ("count", "count_expr", "count_units", "sum")))
             else:
                 out.append(ColumnAccuracy(col.name, "post-processing"))
         elif inner.find(exp.AggFunc):

@@ -25,6 +25,7 @@ def truth(aggregate: str) -> dict[str, float]:
 
 @pytest.mark.parametrize("aggregate, epsilon", [
     ("COUNT(*)", 0.05), ("SUM(income)", 1.0), ("AVG(income)", 1.0), ("AVG(age)", 0.2), ("COUNT(income)", 0.1),
+    ("VAR_SAMP(income)", 1.0), ("STDDEV_POP(age)", 0.5),
 ])
 def test_ci95_covers_the_truth(shared_engine, aggregate: str, epsilon: float) -> None:
     want = truth(aggregate)
@@ -36,6 +37,8 @@ def test_ci95_covers_the_truth(shared_engine, aggregate: str, epsilon: float) ->
             covered += abs(value - want[sex]) <= cis[1]
             total += 1
     assert total == RUNS
-    assert covered >= 180, f"{aggregate}: the 95% CI covered the truth in only {covered} of {RUNS} cells"
+    # VAR/STDDEV CIs are a delta-method approximation of a non-linear formula: floor 170 of 200
+    floor = 170 if aggregate.startswith(("VAR", "STDDEV")) else 180
+    assert covered >= floor, f"{aggregate}: the 95% CI covered the truth in only {covered} of {RUNS} cells"
     if aggregate.startswith(("COUNT", "SUM")):  # exact CIs should not be needlessly wide either
         assert covered <= 198, f"{aggregate}: the 95% CI covered {covered} of {RUNS}: too wide"
