@@ -375,8 +375,9 @@ CASES = [
     Case("syntax_dangling_and", "SELECT COUNT(*) FROM people WHERE sex = 'a' AND", E.QuerySyntaxError, ("and",),
          position=True),
     Case("syntax_unterminated_string", "SELECT COUNT(*) FROM people WHERE sex = 'oops", E.QuerySyntaxError,
-         ("syntax error",), position=True,
-         marks=xfail("bug: tokenizer errors (unterminated string/comment) carry no position")),
+         ("syntax error", "unterminated"), position=True),
+    Case("syntax_unterminated_comment", "SELECT COUNT(*) /* oops FROM people", E.QuerySyntaxError,
+         ("unterminated comment",), position=True),
     # ---- parameters -----------------------------------------------------------------------------
     Case("placeholder_dollar_no_value", "SELECT COUNT(*) FROM people WHERE age > $1", E.InvalidParameter,
          ("parameter",)),

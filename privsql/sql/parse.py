@@ -32,6 +32,31 @@ def _offset(sql: str, line: int | None, col: int | None) -> int | None:
     return max(1, min(len(sql), before + col))
 
 
+def _unterminated(sql: str) -> tuple[int | None, str | None]:
+    """Where an unterminated string, quoted name or comment starts (1-based), for tokenizer errors."""
+    i, n = 0, len(sql)
+    while i < n:
+        two = sql[i:i + 2]
+        if two == "--":
+            end = sql.find("\n", i)
+            i = n if end < 0 else end + 1
+        elif two == "/*":
+            end = sql.find("*/", i + 2)
+            if end < 0:
+                return i + 1, "unterminated comment"
+            i = end + 2
+        elif sql[i] in "'\"":
+            quote, j = sql[i], i + 1
+            while j < n and not (sql[j] == quote and sql[j + 1:j + 2] != quote):
+                j += 2 if sql[j] == quote else 1
+            if j >= n:
+                return i + 1, "unterminated quoted string" if quote == "'" else "unterminated quoted identifier"
+            i = j + 1
+        else:
+            i += 1
+    return None, None
+
+
 def parse_statement(sql: str, *, dialect: str = INPUT_DIALECT) -> exp.Expression:
     """Parse exactly one SQL statement; refuse empty input and multiple statements."""
     if not isinstance(sql, str):
@@ -46,8 +71,10 @@ def parse_statement(sql: str, *, dialect: str = INPUT_DIALECT) -> exp.Expression
         near = info.get("highlight")
         msg = f"syntax error: {desc}" + (f" near '{near}'" if near else "")
         raise QuerySyntaxError(msg, position=_offset(sql, info.get("line"), info.get("col"))) from None
-    except TokenError as err:
-        raise QuerySyntaxError(f"syntax error: {err}") from None
+    except TokenError:
+        position, what = _unterminated(sql)
+        raise QuerySyntaxError(f"syntax error: {what}" if what else "syntax error: the query cannot be tokenized",
+                               position=position) from None
     except RecursionError:
         raise QuerySyntaxError("syntax error: the query is nested too deeply") from None
     if not trees:
