@@ -158,7 +158,7 @@ def units_total(engine: Engine, sql: str, delta: float | None) -> int:
     return sum(r[len(keys)] for r in rows)
 
 
-def portable_order(self: SqlTarget, values: list[exp.Expression], salt: int) -> exp.Expression:
+def portable_order(self: SqlTarget, values: list[exp.Expression], salt: int, **_: object) -> exp.Expression:
     """md5 of the salted text of (person, keys): the same order on DuckDB, PostgreSQL and Spark."""
     parts: list[exp.Expression] = [exp.Literal.string(str(salt))]
     parts += [exp.func("coalesce", exp.cast(v, "TEXT"), exp.Literal.string("")) for v in values]

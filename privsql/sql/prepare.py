@@ -29,16 +29,23 @@ class SqlTarget:
     safe_numeric: str  # a type in which + - * / of bounded literals cannot raise (DOUBLE / NUMERIC)
     hash_function: str  # 'duckdb' | 'postgres' | 'spark'
 
-    def order_hash(self, values: list[exp.Expression], salt: int) -> exp.Expression:
-        """A per-query pseudo-random order of a person's groups, keyed by the secret salt."""
-        if self.hash_function == "postgres":
-            text = exp.func("concat_ws", exp.Literal.string("\x1f"),
-                            *[exp.cast(v, "TEXT") for v in values])
-            return exp.func("hashtextextended", text, exp.Literal.number(salt & 0x7FFFFFFFFFFFFFFF))
-        if self.hash_function == "spark":
-            return exp.func("xxhash64", *values, exp.Literal.number(salt & 0x7FFFFFFFFFFFFFFF))
-        return exp.func("hash", *values, exp.Literal.number(salt & 0x7FFFFFFFFFFFFFFF))
+    def order_hash(self, values: list[exp.Expression], salt: int, *, int_unit: bool = False) -> exp.Expression:
+        """A per-query pseudo-random order of a person's groups (or values), keyed by the secret salt.
 
+        ``values[0]`` is the person; ``int_unit`` says it is an integer (PostgreSQL then hashes it
+        as one, without a text cast). Ties are broken by the caller's ORDER BY, so the order
+        depends on nothing but the person's own groups."""
+        seed = exp.Literal.number(salt & 0x7FFFFFFFFFFFFFFF)
+        if self.hash_function == "postgres":  # hash the keys once, seeded by a hash of the person
+            unit, keys = values[0], values[1:]
+            person = (exp.Anonymous(this="hashint8extended", expressions=[unit, seed]) if int_unit else
+                      exp.Anonymous(this="hashtextextended", expressions=[exp.cast(unit, "TEXT"), seed]))
+            text = exp.Anonymous(this="concat_ws", expressions=[exp.Literal.string("\x1f"),
+                                                                 *[exp.cast(k, "TEXT") for k in keys]])
+            return exp.Anonymous(this="hashtextextended", expressions=[text, person])
+        if self.hash_function == "spark":
+            return exp.func("xxhash64", *values, seed)
+        return exp.func("hash", *values, seed)
 
 
 def prepare_row_expr(expr: exp.Expression, table: TableMeta | None, target: SqlTarget, *,

@@ -141,7 +141,7 @@ def _per_row_measure(m: Measure, arg: exp.Expression | None) -> list[exp.Express
 
 
 def _distinct_counts(m: Measure, arg: str, knames: list[str], kept: str | None, max_rows: int,
-                     target: SqlTarget, salt: int) -> exp.Select:
+                     target: SqlTarget, salt: int, int_unit: bool) -> exp.Select:
     """COUNT(DISTINCT x) per group over at most max_rows distinct values per person and group
     (chosen by a salted hash of the person and value), in the groups the person keeps (``kept``:
     the bounded groups, or None when every group is kept). Removing a person removes at most
@@ -149,7 +149,7 @@ def _distinct_counts(m: Measure, arg: str, knames: list[str], kept: str | None, 
     keys = [exp.column(k) for k in knames]
     values = exp.select("__pid", *knames, exp.column(arg).as_("__v")).distinct().from_("__rows").where(
         exp.Not(this=exp.Is(this=exp.column(arg), expression=exp.Null())))
-    order = [exp.Ordered(this=target.order_hash([exp.column("__pid"), exp.column("__v")], salt)),
+    order = [exp.Ordered(this=target.order_hash([exp.column("__pid"), exp.column("__v")], salt, int_unit=int_unit)),
              exp.Ordered(this=exp.column("__v"))]
     ranked = exp.select("*", exp.Window(this=exp.RowNumber(), partition_by=[exp.column("__pid"), *keys],
                                         order=exp.Order(expressions=order)).as_("__rn")).from_(
@@ -196,6 +196,8 @@ def rewrite(plan: DPPlan, target: SqlTarget, *, table_ref: exp.Expression, salt:
     if plan.bound_groups or plan.public_domain is None:
         where = _and(where, _domain_filter(plan, key_exprs))
     knames = [f"__k{i}" for i in range(len(plan.keys))]
+    unit_meta = table.columns.get(table.privacy_unit) if table.privacy_unit else None
+    int_unit = unit_meta is not None and unit_meta.type == "int"
 
     arg_names: dict[str, str] = {}
     row_columns: list[exp.Expression] = []
@@ -238,7 +240,7 @@ def rewrite(plan: DPPlan, target: SqlTarget, *, table_ref: exp.Expression, salt:
                                                ("__contributions", contributions)]
     source = "__contributions"
     if plan.bound_groups:
-        order = target.order_hash([exp.column("__pid"), *[exp.column(k) for k in knames]], salt)
+        order = target.order_hash([exp.column("__pid"), *[exp.column(k) for k in knames]], salt, int_unit=int_unit)
         # keys break hash ties, so the choice depends on nothing but this person's own groups
         ordering = [exp.Ordered(this=order), *[exp.Ordered(this=exp.column(k)) for k in knames]]
         numbered = exp.select("*", exp.Window(this=exp.RowNumber(), partition_by=[exp.column("__pid")],
@@ -266,7 +268,8 @@ def rewrite(plan: DPPlan, target: SqlTarget, *, table_ref: exp.Expression, salt:
                 continue
             name = f"__dc{i}"
             counts = _distinct_counts(m, arg_names[m.arg.sql()], knames,  # type: ignore[union-attr]
-                                      source if plan.bound_groups else None, plan.max_rows, target, salt)
+                                      source if plan.bound_groups else None, plan.max_rows, target, salt,
+                                      int_unit)
             on = [exp.NullSafeEQ(this=exp.column(k, table="__main"), expression=exp.column(k, table=name))
                   for k in knames]
             query = query.join(counts.subquery(name), on=exp.and_(*on) if on else exp.true(), join_type="LEFT")
