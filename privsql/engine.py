@@ -33,7 +33,7 @@ from privsql.accounting import BudgetStore, Cost, LedgerEntry, open_store
 from privsql.accounting.policy import limits_for, mechanism_for, standing
 from privsql.backends.base import Backend
 from privsql.config import AnalystConfig, Config, load_config
-from privsql.errors import InvalidParameter, QuerySyntaxError, UnknownAnalyst, UnsupportedQuery
+from privsql.errors import InvalidParameter, PrivsqlError, QuerySyntaxError, UnknownAnalyst, UnsupportedQuery
 from privsql.mechanisms import add_gaussian_noise, add_laplace_noise
 from privsql.postprocess import (
     NoisyTable,
@@ -276,9 +276,16 @@ class Engine:
             noisy = release(plan, exact)
             del exact
             out_query, ci_index = prepared.output()
-            columns, rows, cis = run_output_query(out_query, ci_index, plan, noisy)
+            try:
+                columns, rows, cis = run_output_query(out_query, ci_index, plan, noisy)
+            except duckdb.Error as exc:  # depends on noisy values only, so its message may be shown
+                raise UnsupportedQuery("the SELECT list could not be computed from the noisy aggregates: "
+                                       f"{str(exc).splitlines()[0]}") from None
         except BaseException:
-            self.store.finish(ledger_id, "failed")
+            try:
+                self.store.finish(ledger_id, "failed")
+            except PrivsqlError:
+                pass  # the charge is committed; only the ledger outcome is missing
             raise
         accuracy = column_accuracy(columns, ci_index, cis, prepared.checked, plan)
         provisional = QueryResult(columns=columns, rows=rows, cell_ci=cis, privacy=PrivacyReport(
@@ -295,16 +302,20 @@ class Engine:
 
     def _public(self, prepared: PreparedQuery) -> QueryResult:
         """A query over a public table: no personal data, so exact and free."""
+        columns, rows = self.backend.run_with_columns(self._public_sql(prepared), timeout=self.query_timeout)
+        return QueryResult(columns=columns, rows=rows, privacy=None, notices=[
+            f"privsql: {prepared.checked.table.name} is a public table: exact answer, no budget spent"])
+
+    def _public_sql(self, prepared: PreparedQuery, *, no_rows: bool = False) -> str:
+        """The analyst's query on the backend's public table, with PostgreSQL output names."""
         tree = prepared.checked.select.copy()
-        table = prepared.checked.table
         tree.set("expressions", [item if isinstance(item, exp.Alias) or item.is_star else
                                  item.as_(output_name(item), quoted=True) for item in tree.expressions])
+        if no_rows:
+            tree.set("limit", exp.Limit(expression=exp.Literal.number(0)))
         for node in list(tree.find_all(exp.Table)):
-            node.replace(self.backend.table_ref(table).as_(node.alias_or_name))
-        columns, rows = self.backend.run_with_columns(tree.sql(dialect=self.backend.target.dialect),
-                                                      timeout=self.query_timeout)
-        return QueryResult(columns=columns, rows=rows, privacy=None,
-                           notices=[f"privsql: {table.name} is a public table: exact answer, no budget spent"])
+            node.replace(self.backend.table_ref(prepared.checked.table).as_(node.alias_or_name))
+        return tree.sql(dialect=self.backend.target.dialect)
 
     def _cached(self, who: AnalystConfig, key: str, prepared: PreparedQuery) -> QueryResult | None:
         found = self.store.replay(who.name, key, sql_hash=prepared.sql_hash, sql_text=prepared.sql)
@@ -322,11 +333,7 @@ class Engine:
         """The result columns of a query, without reading data or spending budget."""
         prepared = self.prepare(sql, params=params)
         if prepared.plan is None:
-            tree = prepared.checked.select.copy()
-            tree.set("limit", exp.Limit(expression=exp.Literal.number(0)))
-            for node in list(tree.find_all(exp.Table)):
-                node.replace(self.backend.table_ref(prepared.checked.table).as_(node.alias_or_name))
-            return self.backend.run_with_columns(tree.sql(dialect=self.backend.target.dialect))[0]
+            return self.backend.run_with_columns(self._public_sql(prepared, no_rows=True))[0]
         assert prepared.columns is not None
         return prepared.columns
 
