@@ -228,3 +228,22 @@ def test_explain_covers_every_aggregate(shared_engine) -> None:
     assert rows["cost"].startswith("ε = 1")
     assert sum(1 for item in rows if item.startswith("column ")) >= 10
     assert shared_engine.describe(sql)[0].name == "dept"
+
+
+@pytest.mark.parametrize("aggregate, truth", [
+    ("COUNT(CASE WHEN age > 30 THEN 1 END)", "COUNT(CASE WHEN age > 30 THEN 1 END)"),
+    ("COUNT(*) FILTER (WHERE age > 30)", "COUNT(*) FILTER (WHERE age > 30)"),
+    ("AVG(income) FILTER (WHERE married = 1)", "AVG(income) FILTER (WHERE married = 1)"),
+    ("SUM(CASE WHEN sex = '1' THEN income ELSE 0 END)", "SUM(CASE WHEN sex = 1 THEN income ELSE 0 END)"),
+])
+def test_conditional_aggregates_without_noise(shared_engine, monkeypatch, aggregate: str, truth: str) -> None:
+    no_noise(monkeypatch)
+    (got,), = shared_engine.execute(f"SELECT {aggregate} FROM people", analyst="alice").rows
+    (want,), = exact(f"SELECT {truth} FROM people")
+    assert got == pytest.approx(want, rel=1e-7)
+
+
+def test_keys_with_an_integer_range_need_no_threshold(shared_engine) -> None:
+    r = shared_engine.execute("SELECT EXTRACT(MONTH FROM day) AS m, COUNT(*) FROM visits GROUP BY m ORDER BY m",
+                              analyst="alice")
+    assert [row[0] for row in r.rows] == list(range(1, 13)) and r.privacy.delta == 0

@@ -23,6 +23,7 @@ from sqlglot import exp
 
 from privsql.config import ColumnMeta, TableMeta
 from privsql.isolated_duckdb import duckdb_type_name, isolated_connection
+from privsql.sql.rowexpr import RowInfo
 
 MAX_RANGE = 10_000
 MAX_DOMAIN = 100_000
@@ -43,6 +44,16 @@ def column_domain(col: ColumnMeta) -> tuple[Any, ...] | None:
         if 0 <= hi - lo < MAX_RANGE:
             return tuple(range(lo, hi + 1))
     return None
+
+
+def integer_range(info: RowInfo) -> tuple[tuple[Any, ...], str] | None:
+    """The integers an integral, bounded key expression can take (at most MAX_RANGE), or None."""
+    if not (info.integral and info.bounded):
+        return None
+    lo, hi = math.ceil(info.lower), math.floor(info.upper)  # type: ignore[arg-type]
+    if not 0 <= hi - lo < MAX_RANGE:
+        return None
+    return tuple(range(lo, hi + 1)), "int"
 
 
 def expression_domain(expr: exp.Expression, prepared: exp.Expression,

@@ -1,5 +1,7 @@
 """Canonical forms for aggregates that SQL spells several ways.
 
+``agg(x) FILTER (WHERE c)`` becomes ``agg(CASE WHEN c THEN x END)``.
+
 ``MEDIAN(x)``, ``PERCENTILE_CONT(p) WITHIN GROUP (ORDER BY x)``,
 ``PERCENTILE_DISC(p) WITHIN GROUP (ORDER BY x)``, ``quantile_cont(x, p)``,
 ``quantile_disc(x, p)`` and ``quantile(x, p)`` all become ``QUANTILE(x, p)``
@@ -29,7 +31,23 @@ def _quantile(arg: exp.Expression, p: float) -> exp.Quantile:
     return exp.Quantile(this=arg, quantile=exp.Literal.number(repr(float(p))))
 
 
+def _unfilter(node: exp.Filter) -> exp.Expression:
+    """agg(x) FILTER (WHERE c) → agg(CASE WHEN c THEN x END); COUNT(*) counts the rows where c holds."""
+    agg, condition = node.this, node.expression.this
+    if not isinstance(agg, exp.AggFunc):
+        raise UnsupportedQuery("FILTER applies to aggregates only")
+    agg = agg.copy()
+    arg = agg.this
+    if isinstance(arg, exp.Distinct):
+        raise UnsupportedQuery("FILTER with DISTINCT aggregates is not supported")
+    value = exp.Literal.number(1) if arg is None or isinstance(arg, exp.Star) else arg.copy()
+    agg.set("this", exp.Case(ifs=[exp.If(this=condition.copy(), true=value)]))
+    return agg
+
+
 def _canonical(node: exp.Expression) -> exp.Expression:
+    if isinstance(node, exp.Filter):
+        return _canonical(_unfilter(node))
     if isinstance(node, exp.WithinGroup) and isinstance(node.this, (exp.PercentileCont, exp.PercentileDisc)):
         order = node.expression
         ordered = order.expressions if isinstance(order, exp.Order) else []

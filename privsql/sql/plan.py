@@ -35,7 +35,7 @@ from privsql.mechanisms import (
     laplace_scale,
     laplace_threshold,
 )
-from privsql.sql.domains import column_domain, expression_domain
+from privsql.sql.domains import column_domain, expression_domain, integer_range
 from privsql.sql.prepare import DUCKDB_TARGET, clamp, number_literal, prepare_row_expr
 from privsql.sql.validate import CheckedQuery
 
@@ -171,6 +171,8 @@ def _key_plans(query: CheckedQuery) -> list[KeyPlan]:
         else:
             ktype = "float" if k.info.kind == "num" else k.info.kind
             derived = expression_domain(k.expr, prepare_row_expr(k.expr, query.table, DUCKDB_TARGET), query.table)
+            if derived is None:
+                derived = integer_range(k.info)  # e.g. EXTRACT(MONTH FROM day): 1..12, from the query alone
             domain, ktype = derived if derived is not None else (None, ktype)
         keys.append(KeyPlan(name=k.name, expr=k.expr, type=ktype, domain=domain))
     size = math.prod(len(k.domain) for k in keys if k.domain is not None) if keys else 1

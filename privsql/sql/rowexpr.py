@@ -142,6 +142,8 @@ class RowExprChecker:
                 info = self._refuse(node)
         else:
             info = handler(node)
+        if not info.has_column and node.find(exp.Column) is not None:  # e.g. CASE WHEN age > 30 THEN 1 END
+            info = RowInfo(info.kind, info.integral, info.lower, info.upper, True)
         if info.bounded and not (abs(info.lower) <= MAX_BOUND and abs(info.upper) <= MAX_BOUND):  # type: ignore[arg-type]
             return RowInfo(info.kind, info.integral, None, None, info.has_column)  # NaN and ±inf end here too
         return info
@@ -419,6 +421,18 @@ class RowExprChecker:
             raise DatatypeMismatch(f"EXTRACT needs a date or timestamp: {snippet(node)}")
         lo, hi = ranges[part]
         return RowInfo(NUM, True, lo, hi, True)
+
+    def _timestamptrunc(self, node: exp.Expression) -> RowInfo:
+        unit = node.args.get("unit")
+        name = (unit.name if isinstance(unit, exp.Expression) else str(unit or "")).lower()
+        if name not in ("year", "quarter", "month", "week", "day", "hour", "minute"):
+            raise UnsupportedQuery(f"DATE_TRUNC to {name or '?'} is not supported")
+        kind = self.check(node.this).kind
+        if kind not in (DATE, TIMESTAMP, NULL):
+            raise DatatypeMismatch(f"DATE_TRUNC needs a date or timestamp: {snippet(node)}")
+        return RowInfo(kind, has_column=True)
+
+    _datetrunc = _timestamptrunc
 
     def _date_part(self, node: exp.Expression, part: str) -> RowInfo:
         return self._extract(exp.Extract(this=exp.var(part), expression=node.this))
