@@ -26,6 +26,7 @@ from privsql.isolated_duckdb import duckdb_type_name, isolated_connection
 from privsql.sql.rowexpr import RowInfo
 
 MAX_RANGE = 10_000
+MAX_DERIVED_RANGE = 1_000  # integer ranges derived from an expression (EXTRACT(YEAR ...) has 9,999: too many)
 MAX_DOMAIN = 100_000
 _CONFIG_TYPE = {"bigint": "int", "double": "float", "numeric": "float", "text": "text", "boolean": "bool",
                 "date": "date", "timestamp": "timestamp"}
@@ -51,7 +52,7 @@ def integer_range(info: RowInfo) -> tuple[tuple[Any, ...], str] | None:
     if not (info.integral and info.bounded):
         return None
     lo, hi = math.ceil(info.lower), math.floor(info.upper)  # type: ignore[arg-type]
-    if not 0 <= hi - lo < MAX_RANGE:
+    if not 0 <= hi - lo < MAX_DERIVED_RANGE:
         return None
     return tuple(range(lo, hi + 1)), "int"
 
