@@ -18,10 +18,10 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from privsql.accounting.store import SqlBudgetStore, pyformat
+from privsql.dsn import describe_dsn
 from privsql.errors import BudgetStoreError
 
 _DDL = """
@@ -63,15 +63,6 @@ def _lock_key(schema: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def _describe(dsn: str) -> str:
-    """Where ``dsn`` points, for messages (never its password)."""
-    try:
-        info = conninfo_to_dict(dsn)
-    except psycopg.Error:
-        return "an unparsable dsn"
-    return f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
-
-
 class PostgresBudgetStore(SqlBudgetStore):
     """A budget store in schema ``schema`` of the database at ``dsn`` (created if missing).
 
@@ -85,7 +76,7 @@ class PostgresBudgetStore(SqlBudgetStore):
         if not _IDENTIFIER.fullmatch(schema):
             raise ValueError(f"schema must be a lower-case SQL identifier, not {schema!r}")
         self.schema = schema
-        self._where = f"{_describe(dsn)} schema {schema}"
+        self._where = f"{describe_dsn(dsn)} schema {schema}"
         connect_args: dict[str, Any] = {"connect_timeout": max(1, round(timeout)),
                                         "application_name": "privsql-budget"}
         try:

@@ -49,12 +49,12 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 from sqlglot import exp
 
 from privsql.backends.base import Backend
 from privsql.config import Config, TableMeta
+from privsql.dsn import describe_dsn
 from privsql.errors import BackendError, ConfigError, QueryCanceled
 from privsql.sql.rewrite import SqlTarget
 
@@ -95,15 +95,6 @@ WHERE n.nspname = %s AND c.relname = %s AND i.indisunique AND i.indisvalid
 """
 
 
-def _where(dsn: str) -> str:
-    """host:port/dbname of a DSN, for messages (never the password)."""
-    try:
-        d = conninfo_to_dict(dsn)
-    except psycopg.Error:
-        return "(unparsable dsn)"
-    return f"{d.get('host', 'localhost')}:{d.get('port', 5432)}/{d.get('dbname', d.get('user', ''))}"
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -134,7 +125,7 @@ class PostgresBackend(Backend):
             raise ConfigError("backend: a postgres backend needs a 'dsn', e.g. "
                               "postgresql://postgres@127.0.0.1:5432/test")
         self.dsn = dsn
-        self.where = _where(dsn)
+        self.where = describe_dsn(dsn)
         self.schema = str(b.get("schema", "public"))
         self.connect_timeout = float(b.get("connect_timeout", 5))
         self.pool_timeout = float(b.get("pool_timeout", 10))
