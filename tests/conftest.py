@@ -71,6 +71,17 @@ def write_csv(path: Path, header: tuple[str, ...], rows: list[tuple[Any, ...]]) 
     return path
 
 
+def outcome(engine: Engine, sql: str, **kw: Any) -> str:
+    """'answered', or the name of the privsql error the query raised (analyst alice, ε 0.1)."""
+    from privsql.errors import PrivsqlError
+
+    try:
+        engine.execute(sql, analyst="alice", epsilon=0.1, delta=1e-6, **kw)
+    except PrivsqlError as err:
+        return type(err).__name__
+    return "answered"
+
+
 def exact_sample(sql: str) -> list[tuple]:
     """``sql`` answered exactly by DuckDB on the raw sample files (views people, visits)."""
     import duckdb

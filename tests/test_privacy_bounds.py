@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from conftest import write_csv
+from conftest import outcome, write_csv
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -437,14 +437,6 @@ def test_random_neighbours_within_sensitivity(scratch: Engine, people: list[list
 
 # ------------------------------------------------------------------------------------------------
 # the outcome (answer or error) must not depend on one person either
-
-
-def outcome(engine: Engine, sql: str) -> str:
-    try:
-        engine.execute(sql, analyst="alice", epsilon=0.1, delta=1e-6)
-    except E.PrivsqlError as err:
-        return type(err).__name__
-    return "answered"
 
 
 SAFE_OUTCOMES = [

@@ -31,7 +31,7 @@ import pytest
 import yaml
 
 import privsql.engine as engine_module
-from conftest import write_csv
+from conftest import outcome, write_csv
 from privsql import errors as E
 from privsql.accounting.dp_math import max_rho_for
 from privsql.config import parse_config
@@ -178,14 +178,6 @@ def check_neighbours(plan: Any, a: dict, b: dict, *, l2: bool = False) -> None:
                 assert lo - 1e-6 <= diffs[0] <= hi + 1e-6, f"{m.name} ({m.kind}): group {k} moved by {diffs[0]}"
             else:  # histogram bins / an AVG pair: a person adds non-negative parts, at most their bound in total
                 assert all(d >= 0 for d in diffs) and sum(diffs) <= hi + 1e-6, f"{m.name}: group {k}: {diffs}"
-
-
-def outcome(engine: Engine, sql: str, **kw: Any) -> str:
-    try:
-        engine.execute(sql, analyst="alice", epsilon=0.1, delta=1e-6, **kw)
-    except E.PrivsqlError as err:
-        return type(err).__name__
-    return "answered"
 
 
 # ------------------------------------------------------------------------------------------------
