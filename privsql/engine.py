@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import math
 import secrets
 import threading
@@ -32,8 +33,16 @@ from sqlglot import exp
 from privsql.accounting import BudgetStore, Cost, LedgerEntry, open_store
 from privsql.accounting.policy import limits_for, mechanism_for, standing
 from privsql.backends.base import Backend
-from privsql.config import AnalystConfig, Config, load_config
-from privsql.errors import InvalidParameter, PrivsqlError, QuerySyntaxError, UnknownAnalyst, UnsupportedQuery
+from privsql.config import AnalystConfig, Config, TableMeta, load_config
+from privsql.errors import (
+    BackendError,
+    InvalidParameter,
+    PrivsqlError,
+    QueryCanceled,
+    QuerySyntaxError,
+    UnknownAnalyst,
+    UnsupportedQuery,
+)
 from privsql.mechanisms import add_gaussian_noise, add_laplace_noise
 from privsql.postprocess import (
     NoisyTable,
@@ -46,12 +55,13 @@ from privsql.postprocess import (
 )
 from privsql.result_cache import cache_key, decode_result, encode_result
 from privsql.results import OutputColumn, PrivacyReport, QueryResult
+from privsql.sql.domains import expression_domain
 from privsql.sql.joins import JoinSource, flatten_joins
-from privsql.sql.subquery import SubquerySource, flatten_subquery
 from privsql.sql.normalize import canonical_aggregates
 from privsql.sql.parse import bind_parameters, parse_statement
 from privsql.sql.plan import PAIR_BITS, DPPlan, Measure, build_plan
 from privsql.sql.rewrite import rewrite
+from privsql.sql.subquery import SubquerySource, flatten_subquery
 from privsql.sql.validate import CheckedQuery, check_query, output_name
 
 #: δ spent on releasing groups whose keys have no public domain when neither the
@@ -59,6 +69,11 @@ from privsql.sql.validate import CheckedQuery, check_query, output_name
 DEFAULT_THRESHOLD_DELTA = 1e-7
 DEFAULT_QUERY_TIMEOUT = 300.0
 PLAN_CACHE_SIZE = 256
+#: what the analyst sees when the backend fails after the reservation: one fixed text, never the
+#: backend's own (which could depend on the data, name the host, or reveal which row failed)
+BACKEND_FAILURE = ("the query failed in the backend; its budget stays spent (the operator's log has the "
+                   "details)")
+log = logging.getLogger("privsql.engine")
 
 
 @dataclass
@@ -218,10 +233,20 @@ class Engine:
             delta = self.config.defaults.delta or DEFAULT_THRESHOLD_DELTA
         try:
             plan = build_plan(checked, epsilon=eps, delta=float(delta), defaults=self.config.defaults,
-                              mechanism=mechanism_for(analyst))
+                              mechanism=mechanism_for(analyst), derive_domain=self._derive_domain)
         except (ValueError, OverflowError) as exc:
             raise InvalidParameter(f"cannot plan this query at ε={eps:g}, δ={delta:g}: {exc}") from None
         return PreparedQuery(sql=tree.sql(dialect="postgres"), checked=checked, plan=plan, source=source)
+
+    def _derive_domain(self, expr: exp.Expression, table: TableMeta) -> tuple[tuple[Any, ...], str] | None:
+        """A key expression's public domain in the active backend's semantics (reads no private data).
+
+        DuckDB and Spark compute in DOUBLE, which the isolated DuckDB reproduces; PostgreSQL computes
+        in NUMERIC, so the domain is evaluated there, over literal inputs."""
+        target = self.backend.target
+        if target.safe_numeric.upper() == "DOUBLE":
+            return expression_domain(expr, table, target)
+        return expression_domain(expr, table, target, run=lambda sql: self.backend.run(sql, timeout=10.0))
 
     def backend_sql(self, prepared: PreparedQuery, salt: int = 0) -> str:
         """The bounded per-person query for the backend (``salt`` orders each person's groups).
@@ -272,7 +297,7 @@ class Engine:
         ledger_id = self.store.reserve(who.name, cost, limits_for(who), sql_hash=prepared.sql_hash,
                                        sql_text=prepared.sql)
         try:
-            exact = self.backend.run(backend_sql, timeout=self.query_timeout)
+            exact = self.run_reserved(backend_sql, analyst=who.name)
             noisy = release(plan, exact)
             del exact
             out_query, ci_index = prepared.output()
@@ -299,6 +324,21 @@ class Engine:
                   + (f" (ρ={plan.rho:.4g}, zCDP)" if plan.rho else "")
                   + f"; remaining ε={report.epsilon_remaining:.6g}, δ={report.delta_remaining:.3g}")
         return QueryResult(columns=columns, rows=rows, privacy=report, notices=[notice], cell_ci=cis)
+
+    def run_reserved(self, backend_sql: str, *, analyst: str) -> list[tuple[Any, ...]]:
+        """Run a reserved query on the backend. Any failure but a cancellation reaches the analyst
+        as one fixed BackendError (no backend text, class or host); the operator's log gets the
+        details and the SQL. Privacy rests on the rewrite being total (no row can make it fail):
+        this only keeps a failure that should not happen from saying more than that it happened."""
+        try:
+            return self.backend.run(backend_sql, timeout=self.query_timeout)
+        except QueryCanceled:
+            raise
+        except Exception as exc:
+            cause = exc.__cause__ or exc.__context__ or exc
+            log.error("backend failure for analyst %s: %s: %s (%s: %s); sql: %s", analyst, type(exc).__name__, exc,
+                      type(cause).__name__, cause, backend_sql)
+            raise BackendError(BACKEND_FAILURE) from None
 
     def _public(self, prepared: PreparedQuery) -> QueryResult:
         """A query over a public table: no personal data, so exact and free."""
@@ -448,10 +488,15 @@ def release(plan: DPPlan, exact_rows: list[tuple[Any, ...]]) -> NoisyTable:
     if domain is not None:
         index = {key: i for i, key in enumerate(domain)}
         exact = np.zeros((len(domain), width), dtype=np.int64)
+        filled = np.zeros(len(domain), dtype=bool)
         for row in exact_rows:
             pos = index.get(tuple(row[:nkeys]))
-            if pos is not None:  # keys outside the domain were filtered in SQL; never released
-                exact[pos] = [_as_int(v) for v in row[nkeys:]]
+            if pos is None:
+                continue  # keys outside the domain were filtered in SQL; never released
+            if filled[pos]:  # two backend groups, one domain value: would break the per-group bound
+                raise BackendError(BACKEND_FAILURE)  # cannot happen: domains come back as the backend's values
+            filled[pos] = True
+            exact[pos] = [_as_int(v) for v in row[nkeys:]]
         keys = list(domain)
     else:
         keys = [tuple(row[:nkeys]) for row in exact_rows]

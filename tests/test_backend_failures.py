@@ -24,7 +24,7 @@ from conftest import require_postgres
 from test_backends import DSN, load_sample_schema, postgres_config
 
 from privsql.accounting.postgres_store import PostgresBudgetStore
-from privsql.engine import Engine
+from privsql.engine import BACKEND_FAILURE, Engine
 from privsql.errors import BackendError, QueryCanceled
 
 pytestmark = pytest.mark.postgres
@@ -198,7 +198,8 @@ def test_server_unreachable_then_back(tmp_path, schema, store) -> None:
         with pytest.raises(BackendError) as info:
             engine.execute(QUERY, analyst="alice", epsilon=0.25)
         assert time.monotonic() - t0 < 10
-        assert "PostgreSQL backend" in info.value.message and "budget stays spent" in info.value.message
+        # one fixed text: no backend message, exception class or host reaches the analyst
+        assert info.value.message == BACKEND_FAILURE and "127.0.0.1" not in info.value.message
         assert info.value.sqlstate == "58000"
         assert_charged_and_consistent(engine, [0.5, 0.25], ["answered", "failed"])
         relay.start()  # it comes back (same port): the pool replaces the dead connections
@@ -221,7 +222,7 @@ def test_server_restarted_mid_query(tmp_path, schema, store) -> None:
         relay.start()
         thread.join(15)
         assert isinstance(out.get("error"), BackendError), out
-        assert "was lost" in out["error"].message
+        assert out["error"].message == BACKEND_FAILURE
     finally:
         lock.release()
     try:
@@ -249,7 +250,7 @@ def test_connection_killed_mid_query(tmp_path, schema, store) -> None:
             lock.release()
         err = out.get("error")
         assert isinstance(err, BackendError), out
-        assert "was lost" in err.message and "budget stays spent" in err.message
+        assert err.message == BACKEND_FAILURE
         assert_charged_and_consistent(engine, [1.0, 0.5], ["answered", "failed"])
         # the pool drops the dead connection; the next query gets a fresh one
         assert len(engine.execute(QUERY, analyst="alice", epsilon=0.5).rows) == 6

@@ -248,10 +248,12 @@ class PostgresBackend(Backend):
 
 
 def as_python(value: Any) -> Any:
-    """NUMERIC → int when integral (every measure: exact sums of grid units), else float.
+    """NUMERIC → int when finite and integral (every measure: exact sums of grid units), else the
+    exact Decimal.
 
-    Derived numeric keys (``GROUP BY age / 10``) are NUMERIC here but DOUBLE on DuckDB and
-    Spark; as floats they match the engine's key domains the same way on every backend."""
+    Never a float: derived numeric keys (``GROUP BY age * 0.1``) are NUMERIC here, and two keys that
+    differ in PostgreSQL must stay different in privsql (as floats they could merge, and one group
+    would overwrite another in the release). Infinity and NaN (NUMERIC holds them) stay Decimals."""
     if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
+        return int(value) if value.is_finite() and value == value.to_integral_value() else value
     return value

@@ -14,6 +14,8 @@ data), so no δ is spent on these keys.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from decimal import Decimal
 from itertools import product
 from typing import Any
 
@@ -23,6 +25,7 @@ from sqlglot import exp
 
 from privsql.config import ColumnMeta, TableMeta
 from privsql.isolated_duckdb import duckdb_type_name, isolated_connection
+from privsql.sql.prepare import DUCKDB_TARGET, SqlTarget, prepare_row_expr
 from privsql.sql.rowexpr import RowInfo
 
 MAX_RANGE = 10_000
@@ -57,13 +60,20 @@ def integer_range(info: RowInfo) -> tuple[tuple[Any, ...], str] | None:
     return tuple(range(lo, hi + 1)), "int"
 
 
-def expression_domain(expr: exp.Expression, prepared: exp.Expression,
-                      table: TableMeta) -> tuple[tuple[Any, ...], str] | None:
+#: runs a query that reads no private data on the active backend and returns its rows
+PublicQueryRunner = Callable[[str], list[tuple[Any, ...]]]
+
+
+def expression_domain(expr: exp.Expression, table: TableMeta, target: SqlTarget = DUCKDB_TARGET,
+                      run: PublicQueryRunner | None = None) -> tuple[tuple[Any, ...], str] | None:
     """(domain, config type) of a key expression over columns with public domains, else None.
 
-    ``prepared`` is the expression as the DuckDB backend evaluates it (see
-    ``rewrite.prepare_row_expr``), so the domain holds exactly the values the
-    backend can produce for in-domain inputs.
+    The expression is evaluated as ``target`` computes it (``prepare_row_expr``) on every
+    combination of its columns' public domains — by ``run`` on the active backend when given
+    (its own numeric semantics: PostgreSQL's NUMERIC is not DuckDB's DOUBLE), else in an isolated
+    DuckDB. Reads no private data: the inputs are literals from the config. So the domain holds
+    exactly the values, as Python gets them back from that backend, that the backend can produce
+    for in-domain inputs; distinct backend values stay distinct (see ``release``).
     """
     names = sorted({c.name for c in expr.find_all(exp.Column)})
     domains = [column_domain(table.columns[n]) for n in names]
@@ -72,6 +82,18 @@ def expression_domain(expr: exp.Expression, prepared: exp.Expression,
     if math.prod(len(d) for d in domains) > MAX_DOMAIN:  # type: ignore[arg-type]
         return None
     rows = list(product(*domains))  # type: ignore[arg-type]
+    prepared = prepare_row_expr(expr, table, target)
+    if run is None:
+        found = _duckdb_domain(prepared, names, rows, table)
+    else:
+        found = _backend_domain(prepared, names, rows, table, target, run)
+    if found is None or not found[0] or len(found[0]) > MAX_DOMAIN:
+        return None
+    return found
+
+
+def _duckdb_domain(prepared: exp.Expression, names: list[str], rows: list[tuple[Any, ...]],
+                   table: TableMeta) -> tuple[tuple[Any, ...], str] | None:
     data = {f"__c{i}": np.array([str(r[i]) for r in rows], dtype=object) for i in range(len(names))}
     casts = ", ".join(f"CAST(__c{i} AS {_SQL_TYPE[table.columns[n].type]}) AS \"{n}\"" for i, n in enumerate(names))
     sql = (f"SELECT DISTINCT {prepared.sql(dialect='duckdb')} AS k FROM (SELECT {casts} FROM __inputs) "
@@ -81,11 +103,26 @@ def expression_domain(expr: exp.Expression, prepared: exp.Expression,
         cur.register("__inputs", data)
         result = cur.execute(sql)
         values = tuple(r[0] for r in result.fetchall())
-        kind = _CONFIG_TYPE.get(duckdb_type_name(result.description[0][1]), "text")
+        return values, _CONFIG_TYPE.get(duckdb_type_name(result.description[0][1]), "text")
     except duckdb.Error:
         return None  # cannot be evaluated here: fall back to a thresholded release
     finally:
         cur.close()
-    if not values or len(values) > MAX_DOMAIN:
+
+
+def _backend_domain(prepared: exp.Expression, names: list[str], rows: list[tuple[Any, ...]], table: TableMeta,
+                    target: SqlTarget, run: PublicQueryRunner) -> tuple[tuple[Any, ...], str] | None:
+    tuples = [exp.Tuple(expressions=[exp.cast(exp.Literal.string(str(v)), _SQL_TYPE[table.columns[n].type])
+                                     for n, v in zip(names, r)]) for r in rows]
+    inputs = exp.Values(expressions=tuples, alias=exp.TableAlias(this=exp.to_identifier("__inputs"),
+                                                                 columns=[exp.to_identifier(n) for n in names]))
+    inner = exp.select(prepared.as_("k")).from_(inputs)
+    query = (exp.select("k").distinct().from_(inner.subquery("__d")).where(exp.column("k").is_(exp.null()).not_())
+             .order_by("k"))
+    try:
+        values = tuple(r[0] for r in run(query.sql(dialect=target.dialect)))
+    except Exception:  # noqa: BLE001 - reads no private data: a failure only means "no public domain"
         return None
+    kind = "int" if all(isinstance(v, int) and not isinstance(v, bool) for v in values) else (
+        "float" if all(isinstance(v, (int, float, Decimal)) for v in values) else "text")
     return values, kind

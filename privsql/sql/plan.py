@@ -18,6 +18,7 @@ The plan is a plain frozen object; EXPLAIN prints it without touching data or bu
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import product
 from typing import Any
@@ -36,7 +37,7 @@ from privsql.mechanisms import (
     laplace_threshold,
 )
 from privsql.sql.domains import column_domain, expression_domain, integer_range
-from privsql.sql.prepare import DUCKDB_TARGET, clamp, number_literal, prepare_row_expr
+from privsql.sql.prepare import clamp, number_literal
 from privsql.sql.validate import CheckedQuery
 
 GRID_BITS = 30  # per-person sum contributions are rounded to 2^-30 of their bound
@@ -163,14 +164,14 @@ def _effective_groups(table: TableMeta, keys: list[KeyPlan]) -> tuple[int, bool]
     return table.max_groups, True
 
 
-def _key_plans(query: CheckedQuery) -> list[KeyPlan]:
+def _key_plans(query: CheckedQuery, derive: DomainDeriver) -> list[KeyPlan]:
     keys = []
     for k in query.keys:
         if k.column is not None:
             domain, ktype = column_domain(k.column), k.column.type
         else:
             ktype = "float" if k.info.kind == "num" else k.info.kind
-            derived = expression_domain(k.expr, prepare_row_expr(k.expr, query.table, DUCKDB_TARGET), query.table)
+            derived = derive(k.expr, query.table)
             if derived is None:
                 derived = integer_range(k.info)  # e.g. EXTRACT(MONTH FROM day): 1..12, from the query alone
             domain, ktype = derived if derived is not None else (None, ktype)
@@ -182,8 +183,12 @@ def _key_plans(query: CheckedQuery) -> list[KeyPlan]:
     return keys
 
 
+#: (key expression, table) → (public domain, config type) or None; see ``domains.expression_domain``
+DomainDeriver = Callable[[exp.Expression, TableMeta], "tuple[tuple[Any, ...], str] | None"]
+
+
 def build_plan(query: CheckedQuery, *, epsilon: float, delta: float, defaults: Defaults,
-               mechanism: str = "laplace") -> DPPlan:
+               mechanism: str = "laplace", derive_domain: DomainDeriver = expression_domain) -> DPPlan:
     """Plan the noisy measures for a checked query at a total budget of (ε, δ).
 
     Guarantee (Laplace): releasing every measure with its scale, plus the
@@ -200,7 +205,7 @@ def build_plan(query: CheckedQuery, *, epsilon: float, delta: float, defaults: D
     if not (math.isfinite(delta) and 0 <= delta < 1):
         raise InvalidParameter(f"delta must be in [0, 1), not {delta!r}")
     table = query.table
-    keys = _key_plans(query)
+    keys = _key_plans(query, derive_domain)
     groups, bound_groups = _effective_groups(table, keys)
     rows = 1 if table.one_row_per_unit else table.max_rows
     needs_threshold = any(k.domain is None for k in keys)

@@ -50,30 +50,34 @@ class SqlTarget:
 
 def prepare_row_expr(expr: exp.Expression, table: TableMeta | None, target: SqlTarget, *,
                      lookup: Callable[[exp.Column], ColumnMeta | None] | None = None) -> exp.Expression:
-    """Make a checked row expression safe to run: numeric columns inside arithmetic are
-    evaluated in the backend's non-overflowing type, numeric literals compared with text
-    columns become text literals. ``lookup`` finds a column's metadata (default: by name in ``table``)."""
+    """Make a checked row expression *total*: it evaluates without error on every value its
+    columns' types can hold (stored data may violate the declared bounds), on every backend.
+
+    The passes, each a function of the query alone (never of the data):
+
+    * number literals compared with text columns become text literals (no per-row conversion);
+    * date and timestamp columns that feed a conversion, truncation or EXTRACT are clamped into
+      years 1..9999 (every backend can convert and truncate those; ±infinity and far-future
+      values would raise on some backends, and only for the rows that hold them);
+    * text columns that feed a concatenation are cut to ``MAX_CONCAT_CHARS`` characters
+      (a chain of 1 MB strings must not reach a backend's string size limit);
+    * every operand of arithmetic is computed in the backend's safe type (DOUBLE saturates to
+      ±inf/NaN in DuckDB and Spark; NUMERIC holds the whole range the checker allows, see
+      ``rowexpr.MAX_DIGITS``); where an expression computes anything, every float column is NUMERIC
+      too on PostgreSQL, which would otherwise compare or merge a NUMERIC result with a float8 by
+      converting it to float8 (raising beyond 1.8e308);
+    * an analyst's CAST(x AS DOUBLE) is computed in the safe type.
+
+    ``lookup`` finds a column's metadata (default: by name in ``table``)."""
     if lookup is None:
         assert table is not None
         columns = table.columns
         lookup = lambda col: columns.get(col.name)  # noqa: E731
     expr = expr.copy()
-    for node in list(expr.find_all(*COMPARE_NODES, exp.In)):
-        operands = [node.this] + (node.expressions if isinstance(node, exp.In) else [node.expression])
-        if any(isinstance(o, exp.Column) and (m := lookup(o)) is not None and m.type == "text" for o in operands):
-            for o in operands:
-                text = _number_text(o)
-                if text is not None:
-                    o.replace(exp.Literal.string(text))
-    # every number that takes part in arithmetic (at any depth) is computed in the safe type:
-    # integer overflow would otherwise raise an error on some rows only
-    for node in list(expr.find_all(exp.Column, exp.Literal)):
-        numeric = (isinstance(node, exp.Literal) and not node.is_string) or (
-            isinstance(node, exp.Column) and (meta := lookup(node)) is not None and meta.is_numeric)
-        if isinstance(node.parent, exp.Round) and node.arg_key == "decimals":
-            continue  # ROUND(x, 1): the digits stay an integer (PostgreSQL has no round(numeric, numeric))
-        if numeric and _inside_arithmetic(node, expr):
-            node.replace(exp.cast(node.copy(), target.safe_numeric))
+    _text_literals_for_text_columns(expr, lookup)
+    expr = _clamp_temporal_columns(expr, lookup)
+    expr = _cap_concatenated_text(expr, lookup)
+    expr = _saturating_numbers(expr, lookup, target)
     if target.safe_numeric.upper() != "DOUBLE":
         # PostgreSQL raises on DOUBLE PRECISION overflow and underflow (DuckDB and Spark give inf/0): an
         # analyst's CAST(x AS DOUBLE) is computed in the safe type there, or
@@ -81,6 +85,102 @@ def prepare_row_expr(expr: exp.Expression, table: TableMeta | None, target: SqlT
         for cast in list(expr.find_all(exp.Cast)):
             if cast.to.is_type(exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT):
                 cast.set("to", exp.DataType.build(target.safe_numeric))
+    return expr
+
+
+ColumnLookup = Callable[[exp.Column], ColumnMeta | None]
+#: nodes whose temporal argument is converted (and could fail on a value outside years 1..9999)
+TEMPORAL_CONSUMERS = (exp.Cast, exp.TryCast, exp.Extract, exp.DateTrunc, exp.TimestampTrunc, exp.Year, exp.Month,
+                      exp.Day, exp.DPipe)
+#: the range every backend can convert and truncate: years 1..9999
+TEMPORAL_RANGE = {"date": ("0001-01-01", "9999-12-31"),
+                  "timestamp": ("0001-01-01 00:00:00", "9999-12-31 23:59:59.999999")}
+#: characters of a text column kept where it is concatenated (a backend caps one value at 1 GB)
+MAX_CONCAT_CHARS = 65_536
+#: nodes after which a float column is converted to NUMERIC everywhere in the expression (PostgreSQL)
+COMPUTING_NODES = (*ARITH_NODES, exp.Case, exp.If, exp.Coalesce, exp.Cast, exp.TryCast, exp.Extract, exp.Length)
+
+
+def _column_type(node: exp.Expression, lookup: ColumnLookup) -> str | None:
+    if isinstance(node, exp.Column) and (meta := lookup(node)) is not None:
+        return meta.type
+    return None
+
+
+def _text_literals_for_text_columns(expr: exp.Expression, lookup: ColumnLookup) -> None:
+    """``text_col = 5`` compares as text: the number literal becomes '5' (in place)."""
+    for node in list(expr.find_all(*COMPARE_NODES, exp.In)):
+        operands = [node.this] + (node.expressions if isinstance(node, exp.In) else [node.expression])
+        if any(_column_type(o, lookup) == "text" for o in operands):
+            for o in operands:
+                text = _number_text(o)
+                if text is not None:
+                    o.replace(exp.Literal.string(text))
+
+
+def _replace_columns(expr: exp.Expression, pick: Callable[[exp.Column], exp.Expression | None]) -> exp.Expression:
+    """Replace each column leaf for which ``pick`` returns a new expression (the root too)."""
+    for col in list(expr.find_all(exp.Column)):
+        new = pick(col)
+        if new is None:
+            continue
+        if col is expr:
+            return new
+        col.replace(new)
+    return expr
+
+
+def _under(node: exp.Expression, kinds: tuple[type, ...]) -> bool:
+    parent = node.parent
+    while parent is not None:
+        if isinstance(parent, kinds):
+            return True
+        parent = parent.parent
+    return False
+
+
+def _clamp_temporal_columns(expr: exp.Expression, lookup: ColumnLookup) -> exp.Expression:
+    def pick(col: exp.Column) -> exp.Expression | None:
+        kind = _column_type(col, lookup)
+        if kind not in TEMPORAL_RANGE or not _under(col, TEMPORAL_CONSUMERS):
+            return None
+        lo, hi = (exp.cast(exp.Literal.string(v), kind.upper()) for v in TEMPORAL_RANGE[kind])
+        return clamp_between(col, lo, hi)
+
+    return _replace_columns(expr, pick)
+
+
+def _cap_concatenated_text(expr: exp.Expression, lookup: ColumnLookup) -> exp.Expression:
+    def pick(col: exp.Column) -> exp.Expression | None:
+        if _column_type(col, lookup) != "text" or not _under(col, (exp.DPipe,)):
+            return None
+        return exp.Left(this=col.copy(), expression=exp.Literal.number(MAX_CONCAT_CHARS))
+
+    return _replace_columns(expr, pick)
+
+
+def _saturating_numbers(expr: exp.Expression, lookup: ColumnLookup, target: SqlTarget) -> exp.Expression:
+    """Every arithmetic operand, and (where the expression computes anything) every numeric
+    column, in the backend's safe type."""
+    safe = target.safe_numeric
+
+    def is_safe_cast(node: exp.Expression) -> bool:
+        return isinstance(node, exp.Cast) and node.to.sql().upper() == exp.DataType.build(safe).sql().upper()
+
+    def to_safe(node: exp.Expression) -> None:
+        # an arithmetic node's own result is already in the safe type (its operands are)
+        if not is_safe_cast(node) and not isinstance(node, (exp.Null, *ARITH_NODES)):
+            node.replace(exp.cast(node.copy(), safe))
+
+    if safe.upper() != "DOUBLE" and expr.find(*COMPUTING_NODES) is not None:
+        expr = _replace_columns(expr, lambda col: exp.cast(col.copy(), safe) if _column_type(col, lookup) == "float"
+                                else None)
+    for node in reversed(list(expr.find_all(*ARITH_NODES, bfs=False))):  # operands before the nodes using them
+        for key in ("this", "expression", "expressions"):
+            value = node.args.get(key)
+            for operand in value if isinstance(value, list) else [value]:
+                if isinstance(operand, exp.Expression):
+                    to_safe(operand.unnest() if isinstance(operand, exp.Paren) else operand)
     return expr
 
 
@@ -93,8 +193,13 @@ def number_literal(v: float) -> exp.Expression:
 def clamp(e: exp.Expression, lo: float, hi: float) -> exp.Expression:
     """CASE clamp: keeps NULL as NULL (LEAST/GREATEST would turn it into a bound), maps NaN and ±inf
     to a bound."""
-    return exp.Case(ifs=[exp.If(this=exp.LT(this=e.copy(), expression=number_literal(lo)), true=number_literal(lo)),
-                         exp.If(this=exp.GT(this=e.copy(), expression=number_literal(hi)), true=number_literal(hi))],
+    return clamp_between(e, number_literal(lo), number_literal(hi))
+
+
+def clamp_between(e: exp.Expression, lo: exp.Expression, hi: exp.Expression) -> exp.Expression:
+    """``e`` clamped into [lo, hi] with NULL kept as NULL (``e`` is repeated: pass a leaf or a small tree)."""
+    return exp.Case(ifs=[exp.If(this=exp.LT(this=e.copy(), expression=lo.copy()), true=lo.copy()),
+                         exp.If(this=exp.GT(this=e.copy(), expression=hi.copy()), true=hi.copy())],
                     default=e.copy())
 
 
@@ -110,17 +215,6 @@ def parenthesize(tree: exp.Expression) -> exp.Expression:
                 if isinstance(child, (exp.Binary, exp.Neg)) and not isinstance(child, exp.Paren):
                     node.set(key, exp.Paren(this=child))
     return tree
-
-
-def _inside_arithmetic(node: exp.Expression, root: exp.Expression) -> bool:
-    parent = node.parent
-    while parent is not None:
-        if isinstance(parent, ARITH_NODES):
-            return True
-        if parent is root:
-            return False
-        parent = parent.parent
-    return False
 
 
 def _number_text(node: exp.Expression) -> str | None:

@@ -23,16 +23,22 @@ ordering, so privacy never depends on it.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from sqlglot import exp
 
 from privsql.sql.plan import DPPlan, Measure
-from privsql.sql.prepare import SqlTarget, clamp, number_literal as _num, parenthesize, prepare_row_expr
+from privsql.sql.prepare import SqlTarget, clamp, parenthesize, prepare_row_expr
+from privsql.sql.prepare import number_literal as _num
+
 
 def _literal(value: object) -> exp.Expression:
     if isinstance(value, bool):
         return exp.Boolean(this=value)
     if isinstance(value, (int, float)):
         return _num(value)
+    if isinstance(value, Decimal) and value.is_finite():
+        return exp.Literal.number(str(value))  # exact: a NUMERIC key domain derived on PostgreSQL
     return exp.Literal.string(str(value))
 
 

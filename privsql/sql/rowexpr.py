@@ -18,6 +18,7 @@ Anything not listed here is refused: this is an allow-list, not a deny-list.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from collections.abc import Callable
@@ -42,6 +43,10 @@ class RowInfo:
     lower: float | None = None  # derived clamping interval (None: unbounded)
     upper: float | None = None
     has_column: bool = False
+    #: log10 of the largest magnitude the value can take on *any* stored data (type ranges, not
+    #: declared bounds): the totality check refuses expressions whose numbers could leave the range
+    #: every backend computes in without raising (see MAX_DIGITS)
+    digits: float = 0.0
 
     @property
     def bounded(self) -> bool:
@@ -52,9 +57,27 @@ PUBLIC_AGGREGATES = (exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max)
 ColumnResolver = Callable[[exp.Column], ColumnMeta]
 
 
+#: magnitude (log10) of each numeric config type's whole range: int64, and the largest finite double
+#: (±inf and NaN are handled natively by every backend's safe type)
+_TYPE_DIGITS = {"int": math.log10(2.0**63), "float": math.log10(1.7976931348623157e308)}
+#: the largest magnitude (log10) a numeric node may reach on any data. PostgreSQL's NUMERIC raises
+#: beyond 10^131072 and DuckDB/Spark DOUBLE saturate to ±inf past 10^308; 4,000 digits keeps every
+#: intermediate far inside NUMERIC's range on every row (products of up to 12 unbounded floats)
+MAX_DIGITS = 4000.0
+#: EXTRACT parts and the values they can take (dates are clamped to years 1..9999 before any use)
+EXTRACT_RANGES = {"year": (1, 9999), "month": (1, 12), "day": (1, 31), "dow": (0, 6), "quarter": (1, 4),
+                  "hour": (0, 23), "minute": (0, 59), "doy": (1, 366), "week": (1, 53), "isodow": (1, 7)}
+_TIME_OF_DAY = ("hour", "minute")
+
+
+def _digits(v: float) -> float:
+    return math.log10(abs(v)) if v else 0.0
+
+
 def column_info(col: ColumnMeta) -> RowInfo:
     kind = _CONFIG_KIND[col.type]
-    return RowInfo(kind, integral=col.type == "int", lower=col.lower, upper=col.upper, has_column=True)
+    return RowInfo(kind, integral=col.type == "int", lower=col.lower, upper=col.upper, has_column=True,
+                   digits=_TYPE_DIGITS.get(col.type, 0.0))
 
 
 def snippet(node: exp.Expression, limit: int = 60) -> str:
@@ -120,6 +143,8 @@ _SAFE_CAST_TARGETS = {
 _CAST_KIND = {"DOUBLE": NUM, "TEXT": TEXT, "VARCHAR": TEXT, "DATE": DATE, "TIMESTAMP": TIMESTAMP, "BOOLEAN": BOOL}
 #: derived clamping intervals beyond this magnitude are treated as unbounded (as config bounds are)
 MAX_BOUND = 1e15
+#: ROUND(x, n): |n| at most this (PostgreSQL computes n digits of NUMERIC per row)
+MAX_ROUND_PLACES = 38
 
 
 class RowExprChecker:
@@ -143,9 +168,13 @@ class RowExprChecker:
         else:
             info = handler(node)
         if not info.has_column and node.find(exp.Column) is not None:  # e.g. CASE WHEN age > 30 THEN 1 END
-            info = RowInfo(info.kind, info.integral, info.lower, info.upper, True)
+            info = dataclasses.replace(info, has_column=True)
+        if info.digits > MAX_DIGITS:
+            raise PrivacyRefused(f"{snippet(node)} could exceed the numeric range on some rows (up to "
+                                 f"10^{info.digits:.0f}); privsql refuses expressions whose result could overflow "
+                                 "on any stored value")
         if info.bounded and not (abs(info.lower) <= MAX_BOUND and abs(info.upper) <= MAX_BOUND):  # type: ignore[arg-type]
-            return RowInfo(info.kind, info.integral, None, None, info.has_column)  # NaN and ±inf end here too
+            return dataclasses.replace(info, lower=None, upper=None)  # NaN and ±inf end here too
         return info
 
     # --- refusals -----------------------------------------------------------------
@@ -187,7 +216,8 @@ class RowExprChecker:
         v = literal_number(node)
         if v is None:
             raise UnsupportedQuery(f"numeric literal {node.this} is out of range")
-        return RowInfo(NUM, integral=float(v).is_integer() and "." not in node.this, lower=v, upper=v)
+        return RowInfo(NUM, integral=float(v).is_integer() and "." not in node.this, lower=v, upper=v,
+                       digits=_digits(v))
 
     def _null(self, node: exp.Null) -> RowInfo:
         return RowInfo(NULL)
@@ -284,7 +314,8 @@ class RowExprChecker:
         a = self._numeric(node, node.left)
         b = self._numeric(node, node.right)
         lo, hi = _interval(op, a, b)
-        return RowInfo(NUM, a.integral and b.integral, lo, hi, a.has_column or b.has_column)
+        digits = a.digits + b.digits if op == "*" else max(a.digits, b.digits) + math.log10(2)
+        return RowInfo(NUM, a.integral and b.integral, lo, hi, a.has_column or b.has_column, digits)
 
     def _literal_divisor(self, node: exp.Expression) -> float:
         d = literal_number(node.right)
@@ -298,39 +329,46 @@ class RowExprChecker:
     def _div(self, node: exp.Div) -> RowInfo:
         d = self._literal_divisor(node)
         a = self._numeric(node, node.left)
+        digits = max(0.0, a.digits - _digits(d))
         if not a.bounded:
-            return RowInfo(NUM, has_column=a.has_column)
+            return RowInfo(NUM, has_column=a.has_column, digits=digits)
         ends = [a.lower / d, a.upper / d]  # type: ignore[operator]
-        return RowInfo(NUM, False, min(ends), max(ends), a.has_column)
+        return RowInfo(NUM, False, min(ends), max(ends), a.has_column, digits)
 
     def _mod(self, node: exp.Mod) -> RowInfo:
         d = abs(self._literal_divisor(node))
         a = self._numeric(node, node.left)
-        return RowInfo(NUM, a.integral, -d, d, a.has_column)
+        return RowInfo(NUM, a.integral, -d, d, a.has_column, _digits(d))
 
     def _neg(self, node: exp.Neg) -> RowInfo:
         a = self._numeric(node, node.this)
         if not a.bounded:
-            return RowInfo(NUM, a.integral, has_column=a.has_column)
-        return RowInfo(NUM, a.integral, -a.upper, -a.lower, a.has_column)  # type: ignore[operator]
+            return RowInfo(NUM, a.integral, has_column=a.has_column, digits=a.digits)
+        return RowInfo(NUM, a.integral, -a.upper, -a.lower, a.has_column, a.digits)  # type: ignore[operator]
 
     def _abs(self, node: exp.Abs) -> RowInfo:
         a = self._numeric(node, node.this)
         if not a.bounded:
-            return RowInfo(NUM, a.integral, has_column=a.has_column)
+            return RowInfo(NUM, a.integral, has_column=a.has_column, digits=a.digits)
         assert a.lower is not None and a.upper is not None
         lo = 0.0 if a.lower <= 0 <= a.upper else min(abs(a.lower), abs(a.upper))
-        return RowInfo(NUM, a.integral, lo, max(abs(a.lower), abs(a.upper)), a.has_column)
+        return RowInfo(NUM, a.integral, lo, max(abs(a.lower), abs(a.upper)), a.has_column, a.digits)
 
     def _rounding(self, node: exp.Expression, integral: bool) -> RowInfo:
         a = self._numeric(node, node.this)
         for arg in ("decimals", "expression"):
             extra = node.args.get(arg)
-            if extra is not None and literal_number(extra) is None:
-                raise PrivacyRefused(f"the second argument of {snippet(node)} must be a number literal")
+            if extra is None:
+                continue
+            places = literal_number(extra)
+            if places is None or not float(places).is_integer() or abs(places) > MAX_ROUND_PLACES:
+                raise PrivacyRefused(f"the second argument of {snippet(node)} must be a whole number literal "
+                                     f"between -{MAX_ROUND_PLACES} and {MAX_ROUND_PLACES}")
+        digits = a.digits + math.log10(2)
         if not a.bounded:
-            return RowInfo(NUM, integral, has_column=a.has_column)
-        return RowInfo(NUM, integral or a.integral, math.floor(a.lower), math.ceil(a.upper), a.has_column)  # type: ignore[arg-type]
+            return RowInfo(NUM, integral, has_column=a.has_column, digits=digits)
+        return RowInfo(NUM, integral or a.integral, math.floor(a.lower), math.ceil(a.upper), a.has_column,  # type: ignore[arg-type]
+                       digits)
 
     def _round(self, node: exp.Round) -> RowInfo:
         return self._rounding(node, node.args.get("decimals") is None)
@@ -351,7 +389,8 @@ class RowExprChecker:
                 hi = min(i.upper for i in infos)  # type: ignore[type-var]
             else:
                 lo = max(i.lower for i in infos)  # type: ignore[type-var]
-        return RowInfo(NUM, all(i.integral for i in infos), lo, hi, any(i.has_column for i in infos))
+        return RowInfo(NUM, all(i.integral for i in infos), lo, hi, any(i.has_column for i in infos),
+                       max(i.digits for i in infos))
 
     _greatest = _least
 
@@ -364,7 +403,8 @@ class RowExprChecker:
         kind = kinds.pop() if kinds else NULL
         non_null = [i for i in infos if i.kind != NULL]
         lo, hi = _union(non_null) if kind == NUM and non_null else (None, None)
-        return RowInfo(kind, all(i.integral for i in non_null), lo, hi, any(i.has_column for i in infos))
+        return RowInfo(kind, all(i.integral for i in non_null), lo, hi, any(i.has_column for i in infos),
+                       max((i.digits for i in infos), default=0.0))
 
     def _case(self, node: exp.Case) -> RowInfo:
         if node.this is not None:  # CASE x WHEN v THEN ...
@@ -403,7 +443,7 @@ class RowExprChecker:
     def _length(self, node: exp.Length) -> RowInfo:
         if self.check(node.this).kind not in (TEXT, NULL):
             raise DatatypeMismatch(f"{snippet(node)} needs a text argument")
-        return RowInfo(NUM, integral=True, lower=0, upper=None, has_column=True)
+        return RowInfo(NUM, integral=True, lower=0, upper=None, has_column=True, digits=10.0)
 
     def _dpipe(self, node: exp.DPipe) -> RowInfo:
         for child in (node.left, node.right):
@@ -413,14 +453,15 @@ class RowExprChecker:
     # --- dates ------------------------------------------------------------------------
     def _extract(self, node: exp.Extract) -> RowInfo:
         part = node.this.name.lower() if isinstance(node.this, exp.Expression) else str(node.this).lower()
-        ranges = {"year": (1, 9999), "month": (1, 12), "day": (1, 31), "dow": (0, 6), "quarter": (1, 4),
-                  "hour": (0, 23), "minute": (0, 59), "doy": (1, 366), "week": (1, 53), "isodow": (1, 7)}
-        if part not in ranges:
+        if part not in EXTRACT_RANGES:
             raise UnsupportedQuery(f"EXTRACT({part.upper()} ...) is not supported")
-        if self.check(node.expression).kind not in (DATE, TIMESTAMP, NULL):
+        kind = self.check(node.expression).kind
+        if kind not in (DATE, TIMESTAMP, NULL):
             raise DatatypeMismatch(f"EXTRACT needs a date or timestamp: {snippet(node)}")
-        lo, hi = ranges[part]
-        return RowInfo(NUM, True, lo, hi, True)
+        if kind == DATE and part in _TIME_OF_DAY:  # PostgreSQL raises on every row that reaches it
+            raise DatatypeMismatch(f"a date has no {part}: {snippet(node)} (cast it to TIMESTAMP first)")
+        lo, hi = EXTRACT_RANGES[part]
+        return RowInfo(NUM, True, lo, hi, True, _digits(hi))
 
     def _timestamptrunc(self, node: exp.Expression) -> RowInfo:
         unit = node.args.get("unit")
@@ -466,7 +507,7 @@ class RowExprChecker:
                                  "rows and so reveal them; allowed: numbers to DOUBLE or TEXT, anything to TEXT")
         kind = _CAST_KIND[target]
         if kind == NUM:
-            return RowInfo(NUM, False, src.lower, src.upper, src.has_column)
+            return RowInfo(NUM, False, src.lower, src.upper, src.has_column, src.digits)
         return RowInfo(kind, has_column=src.has_column)
 
     _trycast = _cast
