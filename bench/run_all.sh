@@ -23,3 +23,6 @@ echo
 echo "## Accuracy against smartnoise-sql"
 [ -x bench/.venv-peers/bin/python ] || bash bench/setup_peers.sh
 $PY bench/bench_accuracy.py
+echo
+echo "## Generative differential soak (small default; the recorded figure: bench/soak_generative.py --count 100000)"
+$PY bench/soak_generative.py --count "${SOAK_COUNT:-500}" --backends duckdb,postgres || true

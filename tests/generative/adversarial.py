@@ -135,8 +135,11 @@ FLOAT_EXTREMES = [_float("1e308", "1e308"), _float("-1e308", "-1e308"),
                   _float("-inf", "-Infinity"), _float("subnormal", "5e-324"), _float("1e-308", "1e-308"),
                   _float("1e15+1", "1000000000000001"), _float("9007199254740993", "9007199254740993")]
 TEXT_EXTREMES = [same("empty", "''"), same("1MB", f"repeat('x', {MB})"), same("trailing", "'a   '"),
-                 same("leading", "'   a'"), same("unicode", "'é€😀ß'"), same("like-meta", "'%_\\'"),
-                 same("quote", "''''"), same("num-text", "'-9223372036854775809'"), same("nan-text", "'NaN'"),
+                 same("leading", "'   a'"), same("unicode", "'é€😀ß'"),
+                 # Spark string literals take backslash escapes and no doubled quotes
+                 Value("like-meta", r"'%_\'", r"'%_\'", "concat('%_', chr(92))"),
+                 Value("quote", "''''", "''''", "chr(39)"),
+                 same("num-text", "'-9223372036854775809'"), same("nan-text", "'NaN'"),
                  same("date-text", "'9999-12-31'"), same("not-in-values", "'zzz'"), same("upper-A", "'A'")]
 # days/microseconds since 1970 for Spark (DATE holds ±5.8 million years, TIMESTAMP ±290,000)
 DATE_EXTREMES = [_date("0001-01-01", "0001-01-01", "0001-01-01", -719162),

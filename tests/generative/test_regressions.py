@@ -72,6 +72,13 @@ CASES = [
          r"^postgres: NumericValueOutOfRange.*underflow"),
     Case("quantile-constant-argument-postgres", "postgres", CONSTANT_QUANTILE,
          "", r"ZeroDivisionError"),
+    Case("spark-extract-isodow", "spark", "SELECT SUM(EXTRACT(ISODOW FROM d)) FROM adv", "",
+         r"^spark: AnalysisException.*INVALID_EXTRACT_FIELD"),
+    Case("spark-timestamp-key-beyond-python", "spark", "SELECT ts AS k0, COUNT(DISTINCT pid) FROM adv GROUP BY 1",
+         "ts=BC", r"^spark: ValueError.*year N is out of range"),
+    Case("spark-between-is-false-parse", "spark",
+         "SELECT CASE WHEN (NOT d BETWEEN '9999-12-31' AND DATE '2024-02-29' IS FALSE) THEN 1 ELSE 0 END AS k0, "
+         "COUNT(*) FROM adv GROUP BY k0", "", r"^spark: ParseException"),
 ]
 OPEN = [c for c in CASES if not c.fixed]
 
