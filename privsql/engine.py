@@ -306,11 +306,15 @@ class Engine:
             except duckdb.Error as exc:  # depends on noisy values only, so its message may be shown
                 raise UnsupportedQuery("the SELECT list could not be computed from the noisy aggregates: "
                                        f"{str(exc).splitlines()[0]}") from None
-        except BaseException:
+        except BaseException as exc:
             try:
                 self.store.finish(ledger_id, "failed")
             except PrivsqlError:
                 pass  # the charge is committed; only the ledger outcome is missing
+            if isinstance(exc, Exception) and not isinstance(exc, PrivsqlError):  # a bug: say no more than that
+                log.error("internal failure after the reservation for analyst %s: %r; sql: %s", who.name, exc,
+                          backend_sql)
+                raise BackendError(BACKEND_FAILURE) from None
             raise
         accuracy = column_accuracy(columns, ci_index, cis, prepared.checked, plan)
         provisional = QueryResult(columns=columns, rows=rows, cell_ci=cis, privacy=PrivacyReport(

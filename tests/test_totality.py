@@ -44,6 +44,9 @@ HOSTILE_DUCKDB = (f"({HOSTILE}, 9223372036854775807, 1e308, repeat('x', 100000),
 HOSTILE_POSTGRES = (f"({HOSTILE}, 9223372036854775807, 1e308, repeat('x', 100000), DATE '300000-01-01', "
                     "TIMESTAMP '294275-12-31 23:59:59')")
 INFINITE_POSTGRES = "(99, -9223372036854775808, 'Infinity', '', DATE 'infinity', TIMESTAMP 'infinity')"
+TINY = "(18, -9223372036854775808, 5e-324, '', DATE '{d}', TIMESTAMP '{ts}')"  # a subnormal double, BC dates
+TINY_DUCKDB = TINY.format(d="5000000-01-01 (BC)", ts="-0043-03-15 12:00:00")
+TINY_POSTGRES = TINY.format(d="4713-01-01 BC", ts="0044-03-15 12:00:00 BC")
 
 E = "EXTRACT(YEAR FROM CASE WHEN pid = 17 AND f > 10 THEN DATE '9999-01-01' ELSE DATE '0001-01-01' END)"
 ATTACKS = [
@@ -65,6 +68,18 @@ ATTACKS = [
     "SELECT AVG(f * f * f) FROM t",
     "SELECT EXTRACT(YEAR FROM d) AS y, COUNT(*) FROM t GROUP BY EXTRACT(YEAR FROM d)",
     "SELECT x * 0.000000000000000000001 + 1 AS k, COUNT(*) FROM t GROUP BY x * 0.000000000000000000001 + 1",
+    # found by the generative test (tests/generative): implicit DATE → TIMESTAMP in COALESCE, a BIGINT
+    # compared with a DECIMAL(38, 30) literal, ROUND's places, a constant quantile, date/timestamp keys
+    # beyond Python's range, a boolean key over a public domain, float8 underflow on PostgreSQL
+    "SELECT COUNT(*) FROM t WHERE COALESCE(d, DATE_TRUNC('HOUR', CAST(TIMESTAMP '0001-01-01 00:00:00' AS DATE)))"
+    " >= '2024-02-29'",
+    "SELECT COUNT(*) FROM t WHERE x > 0.000000000000000000000000000001",
+    "SELECT VAR_SAMP(ROUND(1, -1)) FROM t",
+    "SELECT x, QUANTILE_CONT(0.001, 0.5), MEDIAN(3) FROM t GROUP BY 1",
+    "SELECT d AS k0, AVG(x) FROM t GROUP BY k0",
+    "SELECT COUNT(pid) FROM t GROUP BY ts",
+    "SELECT COUNT(*) FROM t GROUP BY x > -1, s",
+    "SELECT SUM(f * f), STDDEV(f), AVG(f / 3) FROM t",
     "SELECT COUNT(*) FROM t WHERE f * f * f * f * f * f * f * f * f * f * f * f * f * f > 0",  # refused: range
     "SELECT COUNT(*) FROM t WHERE EXTRACT(HOUR FROM d) > 3",  # refused: a date has no hour
 ]
@@ -92,17 +107,17 @@ def _postgres_engine(tmp: Path, schema: str, rows: list[str]) -> Engine:
 
 @pytest.fixture(scope="module", params=["duckdb", "postgres"])
 def neighbours(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
-    """(engine on D, engine on D without person 17)."""
+    """(engine on D, engine on D without the hostile people 17, 18 and, on PostgreSQL, 99)."""
     engines: list[Engine] = []
     schemas: list[str] = []
     for hostile in (True, False):
         tmp = tmp_path_factory.mktemp("totality")
         if request.param == "duckdb":
-            engines.append(_duckdb_engine(tmp, ORDINARY + ([HOSTILE_DUCKDB] if hostile else [])))
+            engines.append(_duckdb_engine(tmp, ORDINARY + ([HOSTILE_DUCKDB, TINY_DUCKDB] if hostile else [])))
         else:
             require_postgres(DSN)
             schemas.append(f"privsql_tot_{uuid.uuid4().hex[:10]}")
-            rows = ORDINARY + ([HOSTILE_POSTGRES, INFINITE_POSTGRES] if hostile else [])
+            rows = ORDINARY + ([HOSTILE_POSTGRES, INFINITE_POSTGRES, TINY_POSTGRES] if hostile else [])
             engines.append(_postgres_engine(tmp, schemas[-1], rows))
     yield tuple(engines)
     for e in engines:

@@ -13,6 +13,7 @@ data), so no δ is spent on these keys.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Callable
 from decimal import Decimal
@@ -123,6 +124,19 @@ def _backend_domain(prepared: exp.Expression, names: list[str], rows: list[tuple
         values = tuple(r[0] for r in run(query.sql(dialect=target.dialect)))
     except Exception:  # noqa: BLE001 - reads no private data: a failure only means "no public domain"
         return None
-    kind = "int" if all(isinstance(v, int) and not isinstance(v, bool) for v in values) else (
-        "float" if all(isinstance(v, (int, float, Decimal)) for v in values) else "text")
-    return values, kind
+    return values, _python_kind(values)
+
+
+def _python_kind(values: tuple[Any, ...]) -> str:
+    """The config type of values as a backend returned them."""
+    if all(isinstance(v, bool) for v in values):
+        return "bool"
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return "int"
+    if all(isinstance(v, (int, float, Decimal)) and not isinstance(v, bool) for v in values):
+        return "float"
+    if all(isinstance(v, dt.datetime) for v in values):
+        return "timestamp"
+    if all(isinstance(v, dt.date) for v in values):
+        return "date"
+    return "text"

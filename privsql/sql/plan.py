@@ -255,8 +255,8 @@ def build_plan(query: CheckedQuery, *, epsilon: float, delta: float, defaults: D
             names = (need("pair", call.arg, lo, hi),)
         elif call.func == "avg":  # a constant-width interval: the mean is known, only the count is noisy
             names = (need("csum", call.arg, lo, hi), need("nonnull", call.arg))
-        elif call.func == "quantile":
-            names = (need("hist", call.arg, lo, hi),)
+        elif call.func == "quantile":  # a constant argument (lo = hi) gets one bin of width 1 at lo
+            names = (need("hist", call.arg, lo, hi if lo is None or hi is None or hi > lo else lo + 1),)
         elif call.func in ("covar_pop", "covar_samp", "corr"):
             names = _pair_measures(call, need)
         else:  # variance / standard deviation

@@ -56,9 +56,13 @@ def prepare_row_expr(expr: exp.Expression, table: TableMeta | None, target: SqlT
     The passes, each a function of the query alone (never of the data):
 
     * number literals compared with text columns become text literals (no per-row conversion);
-    * date and timestamp columns that feed a conversion, truncation or EXTRACT are clamped into
-      years 1..9999 (every backend can convert and truncate those; ±infinity and far-future
-      values would raise on some backends, and only for the rows that hold them);
+    * date and timestamp columns are clamped into years 1..9999 wherever they appear (every backend
+      can convert, truncate and return those to Python; ±infinity and far-future or BC values would
+      raise on some backends, and only for the rows that hold them — also in implicit conversions,
+      e.g. COALESCE(date_col, <timestamp>), and when fetched as a group key);
+    * the digits of ROUND(x, n) are a plain integer literal (never converted to the safe type);
+    * on DOUBLE backends, number literals with a fraction are DOUBLE (DuckDB would otherwise compare
+      a BIGINT column with ``0.000…01`` by casting the column to DECIMAL(38, 30), which overflows);
     * text columns that feed a concatenation are cut to ``MAX_CONCAT_CHARS`` characters
       (a chain of 1 MB strings must not reach a backend's string size limit);
     * every operand of arithmetic is computed in the backend's safe type (DOUBLE saturates to
@@ -76,6 +80,9 @@ def prepare_row_expr(expr: exp.Expression, table: TableMeta | None, target: SqlT
     expr = expr.copy()
     _text_literals_for_text_columns(expr, lookup)
     expr = _clamp_temporal_columns(expr, lookup)
+    _integer_round_places(expr)
+    if target.safe_numeric.upper() == "DOUBLE":
+        _fractional_literals_as_double(expr)
     expr = _cap_concatenated_text(expr, lookup)
     expr = _saturating_numbers(expr, lookup, target)
     if target.safe_numeric.upper() != "DOUBLE":
@@ -89,9 +96,6 @@ def prepare_row_expr(expr: exp.Expression, table: TableMeta | None, target: SqlT
 
 
 ColumnLookup = Callable[[exp.Column], ColumnMeta | None]
-#: nodes whose temporal argument is converted (and could fail on a value outside years 1..9999)
-TEMPORAL_CONSUMERS = (exp.Cast, exp.TryCast, exp.Extract, exp.DateTrunc, exp.TimestampTrunc, exp.Year, exp.Month,
-                      exp.Day, exp.DPipe)
 #: the range every backend can convert and truncate: years 1..9999
 TEMPORAL_RANGE = {"date": ("0001-01-01", "9999-12-31"),
                   "timestamp": ("0001-01-01 00:00:00", "9999-12-31 23:59:59.999999")}
@@ -139,10 +143,34 @@ def _under(node: exp.Expression, kinds: tuple[type, ...]) -> bool:
     return False
 
 
+def _integer_round_places(expr: exp.Expression) -> None:
+    """ROUND(x, -1): the places become one integer literal (checked whole and small by the checker)."""
+    for node in list(expr.find_all(exp.Round, exp.Floor, exp.Ceil)):
+        places = node.args.get("decimals")
+        value = _number_text(places) if places is not None else None
+        if value is not None:
+            node.set("decimals", exp.Literal.number(int(float(value))))
+
+
+def _in_round_places(node: exp.Expression) -> bool:
+    """Whether ``node`` is (inside) the places argument of ROUND/FLOOR/CEIL: an integer there."""
+    while node.parent is not None:
+        if node.arg_key == "decimals":
+            return True
+        node = node.parent
+    return False
+
+
+def _fractional_literals_as_double(expr: exp.Expression) -> None:
+    for lit in list(expr.find_all(exp.Literal)):
+        if not lit.is_string and not lit.is_int and not _in_round_places(lit):
+            lit.replace(exp.cast(lit.copy(), "DOUBLE"))
+
+
 def _clamp_temporal_columns(expr: exp.Expression, lookup: ColumnLookup) -> exp.Expression:
     def pick(col: exp.Column) -> exp.Expression | None:
         kind = _column_type(col, lookup)
-        if kind not in TEMPORAL_RANGE or not _under(col, TEMPORAL_CONSUMERS):
+        if kind not in TEMPORAL_RANGE:
             return None
         lo, hi = (exp.cast(exp.Literal.string(v), kind.upper()) for v in TEMPORAL_RANGE[kind])
         return clamp_between(col, lo, hi)
@@ -176,6 +204,8 @@ def _saturating_numbers(expr: exp.Expression, lookup: ColumnLookup, target: SqlT
         expr = _replace_columns(expr, lambda col: exp.cast(col.copy(), safe) if _column_type(col, lookup) == "float"
                                 else None)
     for node in reversed(list(expr.find_all(*ARITH_NODES, bfs=False))):  # operands before the nodes using them
+        if _in_round_places(node):
+            continue
         for key in ("this", "expression", "expressions"):
             value = node.args.get(key)
             for operand in value if isinstance(value, list) else [value]:

@@ -32,6 +32,10 @@ from privsql.sql.prepare import SqlTarget, clamp, parenthesize, prepare_row_expr
 from privsql.sql.prepare import number_literal as _num
 
 
+#: measure kinds whose argument is added up (or binned) as a number
+SUMMED_KINDS = ("sum", "csum", "csq", "pair", "hist")
+
+
 def _literal(value: object) -> exp.Expression:
     if isinstance(value, bool):
         return exp.Boolean(this=value)
@@ -46,7 +50,13 @@ def _fixed(e: exp.Expression, unit: float) -> exp.Expression:
     """Value → integer count of grid units (the value is already clamped, so this cannot overflow)."""
     if unit == 1.0:
         return exp.cast(exp.func("round", e), "BIGINT")
-    return exp.cast(exp.func("round", exp.Div(this=exp.paren(e), expression=_num(unit))), "BIGINT")
+    return exp.cast(exp.func("round", _div(exp.paren(e), _num(unit))), "BIGINT")
+
+
+def _div(a: exp.Expression, b: exp.Expression) -> exp.Expression:
+    """``a / b`` as written: marked typed, so sqlglot never converts an operand to float8 on PostgreSQL
+    (a NUMERIC below 1e-308 or above 1.8e308 would raise there)."""
+    return exp.Div(this=a, expression=b, typed=True)
 
 
 def _row_value(m: Measure, a: exp.Expression) -> exp.Expression:
@@ -117,7 +127,7 @@ def _person_contribution(m: Measure, max_rows: int) -> list[exp.Expression]:
                 for b in range(m.bins)]
     total = exp.column(f"{m.name}_s")
     scaled = exp.Case(ifs=[exp.If(this=exp.GT(this=n, expression=rows),
-                                  true=exp.Div(this=exp.Mul(this=total.copy(), expression=rows), expression=n.copy()))],
+                                  true=_div(exp.Mul(this=total.copy(), expression=rows), n.copy()))],
                       default=total)
     value = exp.func("coalesce", scaled, exp.Literal.number(0))  # finite and non-NULL from here on
     if m.kind == "pair":  # A ∈ [0, min(n, max_rows)·(upper − lower)], so B = count·(upper − lower) − A ≥ 0
@@ -207,10 +217,16 @@ def rewrite(plan: DPPlan, target: SqlTarget, *, table_ref: exp.Expression, salt:
 
     arg_names: dict[str, str] = {}
     row_columns: list[exp.Expression] = []
+    # values that are summed, squared or binned are computed in the safe type (PostgreSQL raises on
+    # float8 products and quotients that underflow or overflow; DOUBLE elsewhere saturates)
+    summed = {m.arg.sql() for m in plan.measures if m.arg is not None and m.kind in SUMMED_KINDS}
     for m in plan.measures:
         if m.arg is not None and m.arg.sql() not in arg_names:
             arg_names[m.arg.sql()] = f"__a{len(arg_names)}"
-            row_columns.append(prepare_row_expr(m.arg, table, target).as_(arg_names[m.arg.sql()]))
+            value = prepare_row_expr(m.arg, table, target)
+            if m.arg.sql() in summed and target.safe_numeric.upper() != "DOUBLE":
+                value = exp.cast(value, target.safe_numeric)
+            row_columns.append(value.as_(arg_names[m.arg.sql()]))
         if m.kind == "hist":
             assert m.arg is not None
             row_columns.append(bin_index(m, exp.column(arg_names[m.arg.sql()])).as_(f"{m.name}_bin"))
