@@ -31,7 +31,6 @@ from privsql.sql.plan import DPPlan, Measure
 from privsql.sql.prepare import SqlTarget, clamp, parenthesize, prepare_row_expr
 from privsql.sql.prepare import number_literal as _num
 
-
 #: measure kinds whose argument is added up (or binned) as a number
 SUMMED_KINDS = ("sum", "csum", "csq", "pair", "hist")
 
