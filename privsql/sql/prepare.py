@@ -85,6 +85,9 @@ def prepare_row_expr(expr: exp.Expression, table: TableMeta | None, target: SqlT
         _fractional_literals_as_double(expr)
     expr = _cap_concatenated_text(expr, lookup)
     expr = _saturating_numbers(expr, lookup, target)
+    _parenthesize_tested_conditions(expr)
+    if target.dialect == "spark":
+        _spark_weekdays(expr)
     if target.safe_numeric.upper() != "DOUBLE":
         # PostgreSQL raises on DOUBLE PRECISION overflow and underflow (DuckDB and Spark give inf/0): an
         # analyst's CAST(x AS DOUBLE) is computed in the safe type there, or
@@ -150,6 +153,27 @@ def _integer_round_places(expr: exp.Expression) -> None:
         value = _number_text(places) if places is not None else None
         if value is not None:
             node.set("decimals", exp.Literal.number(int(float(value))))
+
+
+def _parenthesize_tested_conditions(expr: exp.Expression) -> None:
+    """``(x BETWEEN a AND b) IS FALSE``: sqlglot prints the operand of IS bare, which Spark cannot parse."""
+    for node in list(expr.find_all(exp.Is)):
+        if not isinstance(node.this, (exp.Column, exp.Literal, exp.Paren, exp.Cast, exp.Func)):
+            node.set("this", exp.Paren(this=node.this))
+
+
+#: Spark spells the ISO weekday DOW_ISO and counts DOW from 1 (Sunday); PostgreSQL and DuckDB from 0
+_SPARK_WEEKDAY = {"isodow": ("DOW_ISO", 0), "dow": ("DOW", 1)}
+
+
+def _spark_weekdays(expr: exp.Expression) -> None:
+    for node in list(expr.find_all(exp.Extract)):
+        part = node.this.name.lower() if isinstance(node.this, exp.Expression) else str(node.this).lower()
+        if part in _SPARK_WEEKDAY:
+            name, offset = _SPARK_WEEKDAY[part]
+            node.set("this", exp.var(name))
+            if offset:
+                node.replace(exp.Paren(this=exp.Sub(this=node.copy(), expression=exp.Literal.number(offset))))
 
 
 def _in_round_places(node: exp.Expression) -> bool:
