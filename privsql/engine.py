@@ -204,6 +204,8 @@ class Engine:
             return prepared
         except RecursionError:
             raise QuerySyntaxError("the query is nested too deeply") from None
+        except ArithmeticError as exc:  # planning reads no data: its numbers come from the query and config
+            raise UnsupportedQuery(f"cannot plan this query: a number in it is out of range ({exc})") from None
 
     def _check_output(self, prepared: PreparedQuery) -> list[OutputColumn]:
         """Run the post-processing on an empty table once, so a SELECT list that cannot be

@@ -80,6 +80,8 @@ ATTACKS = [
     "SELECT COUNT(pid) FROM t GROUP BY ts",
     "SELECT COUNT(*) FROM t GROUP BY x > -1, s",
     "SELECT SUM(f * f), STDDEV(f), AVG(f / 3) FROM t",
+    "SELECT MEDIAN(x * 1e-320) FROM t",  # refused before any data is read: bins would be infinitely narrow
+    "SELECT x * 1e308 * 10 AS k, COUNT(*) FROM t GROUP BY 1",  # an infinite value in a key domain
     "SELECT COUNT(*) FROM t WHERE f * f * f * f * f * f * f * f * f * f * f * f * f * f > 0",  # refused: range
     "SELECT COUNT(*) FROM t WHERE EXTRACT(HOUR FROM d) > 3",  # refused: a date has no hour
 ]

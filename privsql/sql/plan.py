@@ -27,7 +27,7 @@ from sqlglot import exp
 
 from privsql.accounting.dp_math import pure_to_rho, split_epsilon, split_rho
 from privsql.config import Defaults, TableMeta
-from privsql.errors import InvalidParameter, PrivacyRefused
+from privsql.errors import InvalidParameter, PrivacyRefused, UnsupportedQuery
 from privsql.mechanisms import (
     gaussian_ci_halfwidth,
     gaussian_scale,
@@ -274,6 +274,7 @@ def build_plan(query: CheckedQuery, *, epsilon: float, delta: float, defaults: D
     group_factor = math.sqrt(groups) if gaussian else groups  # L2 or L1 over a person's groups
     measures = []
     for spec, share in zip(specs, shares):
+        _check_interval(spec)
         person_lo, person_hi, bound = _person_bound(spec, rows)
         bins, integer_bins = _bins(spec, query) if spec["kind"] == "hist" else (1, False)
         if spec["kind"] == "hist":
@@ -330,6 +331,22 @@ def _pair_measures(call: Any, need: Any) -> tuple[str, ...]:
     if call.func == "corr":
         names += (need("csq", xs, ix.lower, ix.upper), need("csq", ys, iy.lower, iy.upper))
     return names
+
+
+#: the smallest non-zero magnitude of a clamping interval: the rewrite divides by fractions of it
+#: (grid units, histogram bin widths), which must stay finite and non-zero in double precision
+MIN_INTERVAL_MAGNITUDE = 1e-200
+
+
+def _check_interval(spec: dict[str, Any]) -> None:
+    """Refuse, before any data is read, an interval too narrow to aggregate exactly (``SUM(x * 1e-320)``)."""
+    lo, hi = spec["lo"], spec["hi"]
+    if lo is None or hi is None:
+        return
+    size = max(abs(lo), abs(hi))
+    if 0 < size < MIN_INTERVAL_MAGNITUDE or (hi > lo and not math.isfinite(MAX_BINS / (hi - lo))):
+        arg = spec["arg"].sql(dialect="postgres") if spec["arg"] is not None else "the argument"
+        raise UnsupportedQuery(f"{arg} takes values too close to 0 to aggregate (within ±{size:.3g}); scale it up")
 
 
 def _bins(spec: dict[str, Any], query: CheckedQuery) -> tuple[int, bool]:

@@ -9,6 +9,7 @@ with text columns become text literals, so no row can make the query fail.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -239,6 +240,12 @@ def _saturating_numbers(expr: exp.Expression, lookup: ColumnLookup, target: SqlT
 
 
 def number_literal(v: float) -> exp.Expression:
+    """A SQL number; ±inf and NaN (a key domain can hold them) as a DOUBLE cast of their text; Python
+    ints exactly (a NUMERIC key domain from PostgreSQL can hold integers beyond any float)."""
+    if isinstance(v, int):
+        return exp.Literal.number(v)
+    if not math.isfinite(v):
+        return exp.cast(exp.Literal.string(repr(float(v))), "DOUBLE")
     if float(v).is_integer() and abs(v) < 2**62:
         return exp.Literal.number(int(v))
     return exp.Literal.number(repr(float(v)))
