@@ -69,6 +69,11 @@ from privsql.sql.validate import CheckedQuery, check_query, output_name
 DEFAULT_THRESHOLD_DELTA = 1e-7
 DEFAULT_QUERY_TIMEOUT = 300.0
 PLAN_CACHE_SIZE = 256
+#: the plan cache is also bounded by the statements' size: a parsed and planned statement holds
+#: ~400 bytes of sqlglot trees per character of SQL, so 128 Ki characters in all is ~50 MB, and a
+#: statement over 16 Ki characters is planned afresh each time (never cached)
+PLAN_CACHE_CHARS = 128 * 1024
+PLAN_CACHE_MAX_STATEMENT = 16 * 1024
 #: what the analyst sees when the backend fails after the reservation: one fixed text, never the
 #: backend's own (which could depend on the data, name the host, or reveal which row failed)
 BACKEND_FAILURE = ("the query failed in the backend; its budget stays spent (the operator's log has the "
@@ -159,6 +164,7 @@ class Engine:
         self._closed = threading.Event()
         self._plans: OrderedDict[tuple, PreparedQuery] = OrderedDict()
         self._plans_lock = threading.Lock()
+        self._plan_chars = 0  # characters of SQL held by the plan cache
         self._salt_sentinel = secrets.randbits(62) | (1 << 61)
 
     @classmethod
@@ -189,10 +195,15 @@ class Engine:
                 self._plans.move_to_end(key)
                 return cached
         prepared = self._prepare(sql, params=params, epsilon=epsilon, delta=delta, analyst=analyst)
+        if len(sql) > PLAN_CACHE_MAX_STATEMENT:
+            return prepared
         with self._plans_lock:
-            self._plans[key] = prepared
-            if len(self._plans) > PLAN_CACHE_SIZE:
-                self._plans.popitem(last=False)
+            if key not in self._plans:
+                self._plans[key] = prepared
+                self._plan_chars += len(sql)
+            while len(self._plans) > PLAN_CACHE_SIZE or self._plan_chars > PLAN_CACHE_CHARS:
+                old_key, _ = self._plans.popitem(last=False)
+                self._plan_chars -= len(old_key[0])
         return prepared
 
     def _prepare(self, sql: str, *, params: Sequence[Any] | Mapping[str, Any] | None,

@@ -167,3 +167,20 @@ def test_derived_keys_never_merge_in_the_release(neighbours: tuple[Engine, Engin
     total = sum(n for _, n in rows)
     assert total == len(ORDINARY)  # x = p % 7 is within 0..100 for every ordinary person
     assert len(rows) in (1, 101)  # DuckDB: one key; PostgreSQL: one per value of x in its domain 0..100
+
+
+def test_plan_cache_is_bounded_by_statement_size(tmp_path: Path) -> None:
+    """Large statements are planned afresh (never cached) and the cache holds a bounded amount of SQL."""
+    engine = Engine(sample_config(tmp_path))
+    try:
+        big = "SELECT COUNT(*) FROM people WHERE age IN (" + ", ".join(str(i % 90) for i in range(6000)) + ")"
+        assert len(big) > engine_module.PLAN_CACHE_MAX_STATEMENT
+        engine.prepare(big)
+        assert not engine._plans
+        for i in range(40):
+            engine.prepare(f"SELECT COUNT(*) FROM people WHERE age > {i} AND age IN ("
+                           + ", ".join(str(j % 90) for j in range(1500)) + ")")
+        assert sum(len(k[0]) for k in engine._plans) == engine._plan_chars <= engine_module.PLAN_CACHE_CHARS
+        assert 0 < len(engine._plans) < 40
+    finally:
+        engine.close()
