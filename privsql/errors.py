@@ -99,3 +99,23 @@ class BudgetStoreError(PrivsqlError):
     """The budget store could not be read or written; the query is refused."""
 
     sqlstate = "58030"
+
+
+class StatementTooLarge(PrivsqlError):
+    """The statement text is longer than the configured limit (program_limit_exceeded)."""
+
+    sqlstate = "54000"
+
+
+class StatementTooComplex(QuerySyntaxError):
+    """The statement is nested too deeply, or takes too long, to parse (statement_too_complex).
+
+    A QuerySyntaxError to callers that catch those; its own SQLSTATE on the wire and in DB-API."""
+
+    sqlstate = "54001"
+
+
+class TooManyStatements(PrivsqlError):
+    """The analyst already runs as many statements at once as the server allows."""
+
+    sqlstate = "53300"

@@ -17,8 +17,9 @@ import duckdb
 from sqlglot import exp
 
 from privsql.backends.base import Backend
+from privsql.cancel import BUDGET_NOTE, guard
 from privsql.config import Config, TableMeta
-from privsql.errors import BackendError, ConfigError, QueryCanceled
+from privsql.errors import BackendError, ConfigError
 from privsql.isolated_duckdb import duckdb_type_name
 from privsql.results import OutputColumn
 from privsql.sql.prepare import SqlTarget
@@ -116,22 +117,16 @@ class DuckDBBackend(Backend):
 
     def run_with_columns(self, sql: str, *, timeout: float | None = None
                          ) -> tuple[list[OutputColumn], list[tuple[Any, ...]]]:
+        """Run one query; interrupted after ``timeout`` s or when the current statement is cancelled
+        (:mod:`privsql.cancel`), raising QueryCanceled."""
         cur = self._cursor()
-        timer = threading.Timer(timeout, cur.interrupt) if timeout else None
-        if timer:
-            timer.daemon = True
-            timer.start()
         try:
-            result = cur.execute(sql)
-            rows = result.fetchall()
+            with guard(cur.interrupt, timeout, interrupted=duckdb.InterruptException, note=BUDGET_NOTE):
+                result = cur.execute(sql)
+                rows = result.fetchall()
             return [OutputColumn(d[0], duckdb_type_name(d[1])) for d in result.description], rows
-        except duckdb.InterruptException:
-            raise QueryCanceled("the query was cancelled (timeout or cancel request); its budget stays spent") from None
         except duckdb.Error as exc:
             raise BackendError(f"the backend failed: {type(exc).__name__}") from None
-        finally:
-            if timer:
-                timer.cancel()
 
     def close(self) -> None:
         self._con.close()

@@ -53,15 +53,18 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from sqlglot import exp
 
 from privsql.backends.base import Backend
+from privsql.cancel import BUDGET_NOTE, effective_timeout, guard
 from privsql.config import Config, TableMeta
 from privsql.dsn import describe_dsn
-from privsql.errors import BackendError, ConfigError, QueryCanceled
+from privsql.errors import BackendError, ConfigError
 from privsql.sql.rewrite import SqlTarget
 
 log = logging.getLogger(__name__)
 
 FILE_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".parquet")
 DEFAULT_STATEMENT_TIMEOUT = 300.0
+#: seconds a cancel request to the PostgreSQL server may take
+CANCEL_TIMEOUT = 5.0
 
 #: declared column type → accepted PostgreSQL types (pg_type.typname)
 COMPATIBLE_TYPES = {
@@ -211,20 +214,20 @@ class PostgresBackend(Backend):
         return max(1, int(seconds * 1000))
 
     def run(self, sql_text: str, *, timeout: float | None = None) -> list[tuple[Any, ...]]:
-        ms = self._timeout_ms(timeout)
+        """Run one read-only query under ``statement_timeout``; the current statement's cancel
+        (:mod:`privsql.cancel`) cancels it on the server too. Raises QueryCanceled / BackendError."""
+        ms = self._timeout_ms(effective_timeout(timeout))
         try:
-            with self._pool.connection() as conn:
+            with self._pool.connection(timeout=min(self.pool_timeout, ms / 1000)) as conn:
                 try:
-                    with conn.cursor() as cur:
+                    with guard(lambda: conn.cancel_safe(timeout=CANCEL_TIMEOUT), None,
+                               interrupted=psycopg.errors.QueryCanceled, note=BUDGET_NOTE), conn.cursor() as cur:
                         cur.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(ms)))
                         cur.execute(sql_text)  # type: ignore[arg-type] # no parameters: '%' is not special
                         rows = [tuple(as_python(v) for v in r) for r in cur.fetchall()]
                 finally:
                     if not conn.closed and not conn.broken:
                         conn.rollback()
-        except psycopg.errors.QueryCanceled:
-            raise QueryCanceled(f"the query was cancelled after the {ms / 1000:g} s statement timeout (or by a "
-                                "cancel request); its budget stays spent") from None
         except PoolTimeout:
             raise BackendError(f"no connection to the PostgreSQL backend at {self.where} within "
                                f"{self.pool_timeout:g} s (server unreachable or every connection busy); "

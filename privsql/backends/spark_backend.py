@@ -35,8 +35,9 @@ Guarantees:
   SUM(BIGINT) is exact below 2^63 (more than 8·10^9 people at the largest
   per-person contribution of 2^30 units);
 * **no file access from queries**: ``spark.sql.runSQLOnFiles = false``;
-* **timeouts**: each query's jobs carry a tag; the timeout cancels them and
-  the analyst gets QueryCanceled (its budget stays spent).
+* **timeouts and cancels**: each query's jobs carry a tag; the timeout, or the
+  statement being cancelled (CancelRequest, client gone, shutdown), cancels them
+  and the analyst gets QueryCanceled (its budget stays spent).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from typing import Any
 from sqlglot import exp
 
 from privsql.backends.base import Backend
+from privsql.cancel import BUDGET_NOTE, TIMEOUT, guard
 from privsql.config import Config, TableMeta
 from privsql.errors import BackendError, ConfigError, QueryCanceled
 from privsql.sql.rewrite import SqlTarget
@@ -178,32 +180,24 @@ class SparkBackend(Backend):
 
     # ------------------------------------------------------------------ queries
     def run(self, sql: str, *, timeout: float | None = None) -> list[tuple[Any, ...]]:
+        """Run one query; its jobs carry a tag that the timeout and the current statement's cancel
+        (:mod:`privsql.cancel`) cancel. Raises QueryCanceled / BackendError."""
         if self._closed.is_set():
             raise BackendError("the Spark backend is closed")
         sc = self.spark.sparkContext
         tag = f"privsql-{uuid.uuid4().hex}"
-        fired = threading.Event()
-
-        def cancel() -> None:
-            fired.set()
-            sc.cancelJobsWithTag(tag)
-
-        timer = threading.Timer(timeout, cancel) if timeout else None
         sc.addJobTag(tag)
         sc.setInterruptOnCancel(True)
         try:
-            if timer:
-                timer.daemon = True
-                timer.start()
-            return [tuple(r) for r in self.spark.sql(sql).collect()]
-        except Exception as exc:
-            if fired.is_set():
-                raise QueryCanceled("the query was cancelled after its timeout; its budget stays spent") from None
-            log.warning("Spark backend query failed: %s", type(exc).__name__)
-            raise BackendError(f"the backend failed: {type(exc).__name__}") from None
+            with guard(lambda: sc.cancelJobsWithTag(tag), timeout) as state:
+                try:
+                    return [tuple(r) for r in self.spark.sql(sql).collect()]
+                except Exception as exc:
+                    if state.fired.is_set():
+                        raise QueryCanceled((state.reason or TIMEOUT) + BUDGET_NOTE) from None
+                    log.warning("Spark backend query failed: %s", type(exc).__name__)
+                    raise BackendError(f"the backend failed: {type(exc).__name__}") from None
         finally:
-            if timer:
-                timer.cancel()
             sc.removeJobTag(tag)
 
     def close(self) -> None:

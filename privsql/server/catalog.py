@@ -6,6 +6,10 @@ types — never a row of real data — and is locked down (no file or network
 access). Client queries are parsed as PostgreSQL with sqlglot, rewritten onto
 the emulated relations and functions (:func:`rewrite`), and run there. Nothing
 here is charged to any budget.
+
+Catalog statements are bounded like any other: each runs on one DuckDB thread
+within a small memory limit, is interrupted when its statement is cancelled or
+times out (:func:`privsql.cancel.guard`), and returns at most ``MAX_ROWS`` rows.
 """
 
 from __future__ import annotations
@@ -17,7 +21,10 @@ from typing import Any, Mapping, Sequence
 import duckdb
 from sqlglot import exp
 
-from privsql.errors import PrivsqlError, QuerySyntaxError, UndefinedColumn, UndefinedTable, UnsupportedQuery
+from privsql.cancel import guard
+from privsql.errors import (
+    PrivsqlError, QuerySyntaxError, StatementTooLarge, UndefinedColumn, UndefinedTable, UnsupportedQuery,
+)
 from privsql.server import types as pgt
 from privsql.server.catalog_schema import (
     DATABASE_OID, FIRST_TABLE_OID, INFO_SCHEMA, NAMESPACE_OIDS, OWNER_NAME, OWNER_OID, PG_CATALOG,
@@ -27,6 +34,10 @@ from privsql.server.session import DEFAULTS, VERSION_STRING
 
 #: configured schema as the catalog sees it: table → column → wire type
 Schema = Mapping[str, Mapping[str, pgt.PgType]]
+#: most rows one catalog statement may return
+MAX_ROWS = 100_000
+#: DuckDB memory for every catalog statement together
+MEMORY_LIMIT = "256MB"
 
 _SQL_TYPE_NAMES = {
     "int8": "bigint", "int4": "integer", "int2": "smallint", "float8": "double precision", "float4": "real",
@@ -97,6 +108,8 @@ class ShadowCatalog:
         self._db = duckdb.connect(":memory:")
         self._local = threading.local()
         self._build()
+        self._db.execute("SET threads = 1")
+        self._db.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
         self._db.execute("SET enable_external_access = false")
         self._db.execute("SET lock_configuration = true")
 
@@ -190,13 +203,18 @@ class ShadowCatalog:
         return cursor
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[Column], list[tuple]]:
-        """Run rewritten DuckDB SQL; returns wire columns and rows."""
+        """Run rewritten DuckDB SQL; returns wire columns and rows. Interrupted when the current
+        statement is cancelled or reaches its deadline (QueryCanceled)."""
         cursor = self._cursor()
         try:
-            cursor.execute(sql, list(params) if params else None)
-            rows = cursor.fetchall()
+            with guard(cursor.interrupt, None, interrupted=duckdb.InterruptException):
+                cursor.execute(sql, list(params) if params else None)
+                rows = cursor.fetchmany(MAX_ROWS + 1)
         except duckdb.Error as exc:
             raise _translate(exc) from None
+        if len(rows) > MAX_ROWS:
+            raise StatementTooLarge(f"the catalog answer has more than {MAX_ROWS:,} rows",
+                                    hint="add a WHERE clause or a LIMIT")
         description = cursor.description or []
         columns = [Column(d[0], pgt.duckdb_type(str(d[1]))) for d in description]
         return columns, [_wire_row(r) for r in rows]

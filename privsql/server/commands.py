@@ -11,7 +11,9 @@ import logging
 import os
 import re
 import signal
+import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -24,13 +26,18 @@ def _config_path(path: str | None) -> Path:
     return Path(path or os.environ.get("PRIVSQL_CONFIG") or DEFAULT_CONFIG_PATH)
 
 
-async def _serve(config: Path, host: str | None, port: int | None) -> None:
+#: Python's GIL switch interval while serving: short, so the event loop gets the GIL back quickly
+#: from worker threads parsing or planning (latency of other sessions under load)
+SWITCH_INTERVAL = 0.001
+
+
+async def _serve(config: Path, host: str | None, port: int | None, overrides: dict[str, Any]) -> None:
     from privsql.engine import Engine
     from privsql.server.settings import load_settings
     from privsql.server.transport import WireServer
 
     engine = Engine.from_config(str(config))
-    settings = load_settings(engine.config.raw.get("server"), host=host, port=port)
+    settings = load_settings(engine.config.raw.get("server"), host=host, port=port, **overrides)
     server = WireServer(engine, settings)
     await server.start()
     stop = asyncio.Event()
@@ -39,10 +46,17 @@ async def _serve(config: Path, host: str | None, port: int | None) -> None:
         loop.add_signal_handler(sig, stop.set)
     serving = asyncio.create_task(server.serve_forever())
     await stop.wait()
-    logging.getLogger("privsql.server").info("shutting down")
-    await server.close()
+    log = logging.getLogger("privsql.server")
+    log.info("shutting down: statements get %g s to finish", settings.shutdown_grace)
+    drained = await server.close(settings.shutdown_grace)
     serving.cancel()
+    if not drained:
+        # a worker thread is stuck in work that could not be interrupted: do not wait for it
+        log.warning("shutdown: %d statement(s) did not stop; exiting without them", server.busy)
+        logging.shutdown()
+        os._exit(0)
     engine.close()
+    log.info("stopped")
 
 
 @click.command()
@@ -50,10 +64,20 @@ async def _serve(config: Path, host: str | None, port: int | None) -> None:
               help="privsql YAML config (default: config/privsql.yaml or $PRIVSQL_CONFIG)")
 @click.option("--host", default=None, help="listen address (default: server.host or 127.0.0.1)")
 @click.option("--port", type=int, default=None, help="listen port (default: server.port or 5433)")
-def serve(config_path: str | None, host: str | None, port: int | None) -> None:
+@click.option("--query-timeout", type=float, default=None,
+              help="seconds one statement may run (default: server.query_timeout or 60)")
+@click.option("--max-statements-per-analyst", type=int, default=None,
+              help="statements one analyst may run at once (default: server.max_statements_per_analyst or 4)")
+@click.option("--shutdown-grace", type=float, default=None,
+              help="seconds SIGTERM lets statements finish before interrupting them (default 5)")
+def serve(config_path: str | None, host: str | None, port: int | None, query_timeout: float | None,
+          max_statements_per_analyst: int | None, shutdown_grace: float | None) -> None:
     """Serve the PostgreSQL wire protocol: psql, JDBC, ODBC and drivers connect as analysts."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(_serve(_config_path(config_path), host, port))
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    overrides = {"query_timeout": query_timeout, "max_statements_per_analyst": max_statements_per_analyst,
+                 "shutdown_grace": shutdown_grace}
+    asyncio.run(_serve(_config_path(config_path), host, port, overrides))
 
 
 _ANALYSTS = re.compile(r"^analysts:\s*$")

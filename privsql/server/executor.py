@@ -10,13 +10,12 @@ never sent to the client.
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 from typing import Any, Callable, Protocol, Sequence, TypeVar
 
 from privsql.errors import PrivsqlError
 from privsql.results import OutputColumn, PrivacyReport, QueryResult
 from privsql.server import types as pgt
+from privsql.server.cache import BoundedLRU
 from privsql.server.catalog import Rewriter, SessionValues, ShadowCatalog
 from privsql.server.outcome import Column, Outcome, rows_tag
 from privsql.server.router import Plan
@@ -57,7 +56,13 @@ def privacy_notice(report: PrivacyReport) -> str:
     return f"privsql: {spent}; {left}"
 
 
-def _guard(what: str, fn: Callable[[], T]) -> T:
+#: estimated bytes held per cached cell / per entry besides its SQL text
+_CELL_BYTES = 64
+_ENTRY_BYTES = 512
+
+
+def guarded(what: str, fn: Callable[[], T]) -> T:
+    """Run ``fn``; an unexpected exception becomes a generic InternalError (details only in the log)."""
     try:
         return fn()
     except PrivsqlError:
@@ -67,36 +72,14 @@ def _guard(what: str, fn: Callable[[], T]) -> T:
         raise InternalError(f"internal error during {what}; see the privsql server log") from exc
 
 
-class _LRU:
-    """A small thread-safe LRU map."""
-
-    def __init__(self, size: int) -> None:
-        self._data: OrderedDict[Any, Any] = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()
-
-    def get(self, key: Any) -> Any:
-        with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
-                return self._data[key]
-        return None
-
-    def put(self, key: Any, value: Any) -> None:
-        with self._lock:
-            self._data[key] = value
-            if len(self._data) > self._size:
-                self._data.popitem(last=False)
-
-
 class Executor:
     """Runs planned statements against the engine or the shadow catalog."""
 
     def __init__(self, engine: EngineLike, catalog: ShadowCatalog) -> None:
         self.engine = engine
         self.catalog = catalog
-        self._describe_cache = _LRU(1024)
-        self._constant_cache = _LRU(256)
+        self._describe_cache = BoundedLRU(1024, 8 << 20)
+        self._constant_cache = BoundedLRU(256, 8 << 20)
 
     # ---------------------------------------------------------------- engine
 
@@ -111,13 +94,13 @@ class Executor:
     def execute(self, sql: str, *, analyst: str, epsilon: float | None, delta: float | None,
                 params: list | None) -> Outcome:
         """A DP query (or a refusal) through ``engine.execute``."""
-        result = _guard("query execution", lambda: self.engine.execute(
+        result = guarded("query execution", lambda: self.engine.execute(
             sql, analyst=analyst, epsilon=epsilon, delta=delta, params=params or None))
         return self._outcome(result)
 
     def explain(self, sql: str, *, analyst: str, epsilon: float | None, delta: float | None,
                 params: list | None) -> Outcome:
-        result = _guard("EXPLAIN", lambda: self.engine.explain(
+        result = guarded("EXPLAIN", lambda: self.engine.explain(
             sql, analyst=analyst, epsilon=epsilon, delta=delta, params=params or None))
         return self._outcome(result, "EXPLAIN")
 
@@ -126,8 +109,9 @@ class Executor:
         cached = self._describe_cache.get(sql)
         if cached is not None:
             return list(cached)
-        columns = wire_columns(_guard("describe", lambda: self.engine.describe(sql, params=params or None)))
-        self._describe_cache.put(sql, tuple(columns))  # output columns depend on the text, not the values
+        columns = wire_columns(guarded("describe", lambda: self.engine.describe(sql, params=params or None)))
+        # output columns depend on the text, not the values
+        self._describe_cache.put(sql, tuple(columns), len(sql) + _ENTRY_BYTES)
         return columns
 
     # --------------------------------------------------------------- catalog
@@ -145,10 +129,11 @@ class Executor:
         assert plan.ast is not None
         sql = Rewriter(session).rewrite(plan.ast)
         try:
-            columns, rows = _guard("catalog query", lambda: self.catalog.run(sql, params))
+            columns, rows = guarded("catalog query", lambda: self.catalog.run(sql, params))
         except PrivsqlError as exc:
             log.info("catalog query not answered (%s): %s -- rewritten: %s", exc.message, plan.sql, sql)
             raise
         if plan.constant:
-            self._constant_cache.put(plan.sql, (tuple(columns), tuple(rows)))
+            cost = len(plan.sql) + _ENTRY_BYTES + _CELL_BYTES * len(columns) * (len(rows) + 1)
+            self._constant_cache.put(plan.sql, (tuple(columns), tuple(rows)), cost)
         return Outcome(rows_tag("SELECT", len(rows)), columns, rows)

@@ -7,8 +7,10 @@ their results, so all I/O, threads and timers live in the transport
     Send(data)        write bytes; resume with None
     Receive(timeout)  read more bytes; resume with them (b'' at EOF), or throw
                       ReceiveTimeout when ``timeout`` seconds pass
-    Call(fn, timeout) run the blocking ``fn`` off the event loop; resume with its
-                      result, or throw its exception (QueryCanceled on timeout/cancel)
+    Call(fn, timeout, what, owner)
+                      run the blocking ``fn`` off the event loop, counted against the
+                      analyst ``owner``'s concurrent statements; resume with its result,
+                      or throw its exception (QueryCanceled on timeout/cancel/disconnect)
     StartTLS()        upgrade the socket to TLS; resume with None
     CancelTarget(pid, key)  a CancelRequest; the connection ends after it
 """
@@ -20,14 +22,14 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable, Container, Generator
 
-from privsql.errors import PrivsqlError, QuerySyntaxError
+from privsql.errors import PrivsqlError
 from privsql.server import messages as m
 from privsql.server import types as pgt
 from privsql.server.auth import AUTH_FAILED_SQLSTATE, MECHANISM, AuthFailed, Authenticator
 from privsql.server.catalog import SessionValues
-from privsql.server.executor import Executor
+from privsql.server.executor import Executor, guarded
 from privsql.server.outcome import Column, Outcome
-from privsql.server.router import Plan, Router, split_statements
+from privsql.server.router import Plan, Planned, Router
 from privsql.server.session import Session, describe_utility
 from privsql.server.settings import ServerSettings
 from privsql.server.utility import Deallocate
@@ -55,6 +57,7 @@ class Call:
     fn: Callable[[], Any]
     timeout: float
     what: str = "query"
+    owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -205,12 +208,22 @@ class Connection:
 
     def _call(self, fn: Callable[[], Any], what: str) -> Driver:
         timeout = self.settings.query_timeout
+        owner = ""
         if self.session is not None:
+            owner = self.session.user
             session_limit = self.session.statement_timeout()
             if session_limit:
                 timeout = min(timeout, session_limit)
         yield from self._flush()
-        return (yield Call(fn, timeout, what))
+        return (yield Call(fn, timeout, what, owner))
+
+    def _planned(self, sql: str) -> Generator[Action, Any, Planned]:
+        """The plans of a message's statements: from the cache, else parsed in a worker thread."""
+        planned = self.router.cached(sql)
+        if planned is None:
+            planned = yield from self._call(lambda: guarded("parsing", lambda: self.router.plan_message(sql)),
+                                            "parse")
+        return planned
 
     # ------------------------------------------------------------------- run
 
@@ -366,14 +379,13 @@ class Connection:
 
     def _simple_query(self, sql: str) -> Driver:
         try:
-            pieces = split_statements(sql)
+            pieces = yield from self._planned(sql)
         except PrivsqlError as exc:
             self._error(exc)
             self._ready()
             return
-        for offset, text in pieces:
+        for offset, plan in pieces:
             try:
-                plan = self.router.plan(text)
                 outcome = yield from self._run(plan, [])
                 self._send_outcome(outcome, (), describe=True)
             except PrivsqlError as exc:
@@ -397,6 +409,8 @@ class Connection:
         assert session is not None
         if plan.kind == "empty":
             return Outcome("")
+        if plan.error is not None:
+            raise plan.error
         if plan.kind == "utility":
             assert plan.utility is not None
             outcome = session.apply(plan.utility)
@@ -488,7 +502,7 @@ class Connection:
 
     def _extended(self, msg: m.FrontendMessage) -> Driver:
         if isinstance(msg, m.Parse):
-            self._parse(msg)
+            yield from self._parse(msg)
         elif isinstance(msg, m.Bind):
             self._bind(msg)
         elif isinstance(msg, m.Describe):
@@ -502,12 +516,10 @@ class Connection:
                 self.portals.pop(msg.name, None)
             self._out += m.close_complete()
 
-    def _parse(self, msg: m.Parse) -> None:
+    def _parse(self, msg: m.Parse) -> Driver:
         if msg.name and msg.name in self.statements:
             raise _Error("42P05", f'prepared statement "{msg.name}" already exists')
-        if len(split_statements(msg.sql)) > 1:
-            raise QuerySyntaxError("cannot insert multiple commands into a prepared statement")
-        plan = self.router.plan(msg.sql)
+        plan = Router.single((yield from self._planned(msg.sql)))
         count = max(len(msg.param_types), len(plan.param_types))
         types = tuple(
             (msg.param_types[i] if i < len(msg.param_types) and msg.param_types[i] else 0)

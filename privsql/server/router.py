@@ -8,26 +8,36 @@
   unknown relation → ``engine.execute``, which answers DP aggregates and
   refuses the rest with a typed error.
 
-Plans depend only on the SQL text and the configured schema, so they are cached.
+Plans depend only on the SQL text and the configured schema, so they are cached
+(bounded in entries and bytes). Planning parses, so it runs in a worker thread
+within the parser's size, nesting and time limits (:func:`privsql.sql.parse.parse_sql`);
+only a cache lookup (:meth:`Router.cached`) is cheap enough for the event loop.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Mapping
 
-import sqlglot
 from sqlglot import exp
 from sqlglot.dialects.postgres import Postgres
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import TokenType
 
-from privsql.errors import QuerySyntaxError
+from privsql.cancel import TimeLimitExceeded, interruptible
+from privsql.errors import PrivsqlError, QueryCanceled, QuerySyntaxError, StatementTooComplex
 from privsql.server import types as pgt
+from privsql.server.cache import BoundedLRU
 from privsql.server.catalog_schema import CATALOG_RELATIONS, INFO_SCHEMA_RELATIONS, TABLE_FUNCTIONS
 from privsql.server.utility import UtilityCommand, parse_utility
+from privsql.sql.parse import MAX_STATEMENT_BYTES, PARSE_TIME_LIMIT, check_size, parse_sql
+
+#: plans kept: at most this many messages, and this many estimated bytes (a parsed catalog
+#: statement holds about 100 bytes of tree per byte of text)
+PLAN_CACHE_ENTRIES = 2048
+PLAN_CACHE_BYTES = 32 << 20
+_AST_BYTES_PER_CHAR = 100
 
 _EXPLAIN = re.compile(
     r"^\s*explain\b\s*(?:\([^()]*\)\s*|(?:analy[sz]e|verbose|costs|buffers|settings)\b\s*)*",
@@ -43,19 +53,24 @@ _DIALECT = Postgres()
 class Plan:
     """How to answer one statement."""
 
-    kind: str  # 'empty' | 'utility' | 'explain' | 'catalog' | 'engine'
+    kind: str  # 'empty' | 'utility' | 'explain' | 'catalog' | 'engine' | 'error'
     sql: str  # the statement as the client sent it
     utility: UtilityCommand | None = None
     target: str = ""  # explain: the explained query
     ast: exp.Expression | None = None  # catalog: the parsed statement
     param_types: tuple[int, ...] = ()  # inferred OID per $n, 0 where unknown
     constant: bool = False  # catalog: answer depends on nothing (cacheable)
+    error: PrivsqlError | None = None  # error: what running the statement raises
 
 
-def split_statements(sql: str) -> list[tuple[int, str]]:
+def split_statements(sql: str, max_bytes: int = MAX_STATEMENT_BYTES) -> list[tuple[int, str]]:
     """(offset, text) of each ';'-separated statement; empty input gives [(0, '')]."""
+    check_size(sql, max_bytes)
     try:
-        tokens = _DIALECT.tokenize(sql)
+        tokens = interruptible(lambda: _DIALECT.tokenize(sql), limit=PARSE_TIME_LIMIT)
+    except TimeLimitExceeded:
+        raise StatementTooComplex(f"statement too complex: reading it took longer than {PARSE_TIME_LIMIT:g} s") \
+            from None
     except (TokenError, ParseError) as exc:
         raise QuerySyntaxError(f"syntax error: {exc}") from exc
     pieces: list[tuple[int, str]] = []
@@ -131,17 +146,66 @@ def count_params(sql: str) -> int:
     return max((int(n) for n in _PARAM.findall(sql)), default=0)
 
 
+#: planned statements of one message: (offset in the message, plan)
+Planned = list[tuple[int, Plan]]
+
+
+def _cost(sql: str, planned: Planned) -> int:
+    """Estimated bytes a cached message plan holds (catalog plans keep their tree)."""
+    parsed = sum(len(plan.sql) for _, plan in planned if plan.ast is not None)
+    return 2 * len(sql) + _AST_BYTES_PER_CHAR * parsed + 256 * len(planned)
+
+
 class Router:
     """Plans statements against one configured schema."""
 
-    def __init__(self, tables: Mapping[str, Mapping[str, pgt.PgType]]) -> None:
+    def __init__(self, tables: Mapping[str, Mapping[str, pgt.PgType]], *,
+                 max_statement_size: int = MAX_STATEMENT_BYTES) -> None:
         #: configured table name → column name → wire type
         self.tables = {name.lower(): cols for name, cols in tables.items()}
+        self.max_statement_size = max_statement_size
         self._columns: dict[str, pgt.PgType] = {}
         for cols in self.tables.values():
             for col, t in cols.items():
                 self._columns.setdefault(col.lower(), t)
-        self.plan = lru_cache(maxsize=2048)(self._plan)
+        self._plans = BoundedLRU(PLAN_CACHE_ENTRIES, PLAN_CACHE_BYTES)
+
+    def cached(self, sql: str) -> Planned | None:
+        """The message's plans if planned before (cheap: safe on the event loop)."""
+        return self._plans.get(sql)
+
+    def plan_message(self, sql: str) -> Planned:
+        """Split a simple-query message and plan each statement (parses: run it off the event loop)."""
+        planned = self.cached(sql)
+        if planned is None:
+            planned = [(offset, self._plan_or_error(text))
+                       for offset, text in split_statements(sql, self.max_statement_size)]
+            if not any(plan.kind == "error" for _, plan in planned):
+                self._plans.put(sql, planned, _cost(sql, planned))
+        return planned
+
+    def plan(self, sql: str) -> Plan:
+        """Plan exactly one statement (a Parse message); several are a syntax error."""
+        return self.single(self.plan_message(sql))
+
+    @staticmethod
+    def single(planned: Planned) -> Plan:
+        """The one statement's plan of a Parse message: several are a syntax error, a failed plan raises."""
+        if len(planned) > 1:
+            raise QuerySyntaxError("cannot insert multiple commands into a prepared statement")
+        plan = planned[0][1]
+        if plan.error is not None:
+            raise plan.error
+        return plan
+
+    def _plan_or_error(self, sql: str) -> Plan:
+        """The statement's plan, or an 'error' plan raising what planning raised when it runs."""
+        try:
+            return self._plan(sql)
+        except QueryCanceled:
+            raise
+        except PrivsqlError as exc:
+            return Plan("error", sql, error=exc)
 
     def _engine(self, sql: str, ast: exp.Expression | None) -> Plan:
         types = infer_param_types(ast, self._columns) if ast is not None else (0,) * count_params(sql)
@@ -158,9 +222,12 @@ class Router:
             target = sql[explained.end():]
             return Plan("explain", sql, target=target, param_types=(0,) * count_params(target))
         try:
-            ast = sqlglot.parse_one(_ARRAY_CAST.sub(r"::\1_array_", sql), read="postgres")
+            trees = parse_sql(_ARRAY_CAST.sub(r"::\1_array_", sql), max_bytes=self.max_statement_size)
         except (ParseError, TokenError):
             return self._engine(sql, None)
+        if len(trees) != 1:
+            return self._engine(sql, None)
+        ast = trees[0]
         if not isinstance(ast, (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Values)) or ast.find(exp.Into):
             return self._engine(sql, ast)
         ctes = {cte.alias_or_name.lower() for cte in ast.find_all(exp.CTE)}

@@ -3,6 +3,12 @@
 Parameters are substituted into the *parsed tree* as typed literal nodes, never
 spliced into the SQL text, so a parameter value can never change the shape of
 the query (no injection through parameters).
+
+Parsing is bounded before and while it runs (sqlglot's parser is recursive and
+backtracks): the text is at most ``MAX_STATEMENT_BYTES`` (54000), its tokens
+nest at most ``MAX_NESTING`` levels and the tree is at most ``MAX_TREE_DEPTH``
+deep (54001), and parsing stops after ``PARSE_TIME_LIMIT`` seconds (54001) or
+when the statement is cancelled (57014, see :mod:`privsql.cancel`).
 """
 
 from __future__ import annotations
@@ -13,14 +19,34 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import sqlglot
 from sqlglot import exp
+from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
+from sqlglot.tokens import Token, TokenType
 
-from privsql.errors import InvalidParameter, QuerySyntaxError, UnsupportedQuery
+from privsql.cancel import TimeLimitExceeded, interruptible
+from privsql.errors import (
+    InvalidParameter, QuerySyntaxError, StatementTooComplex, StatementTooLarge, UnsupportedQuery,
+)
 
 INPUT_DIALECT = "postgres"
+#: longest statement text accepted, in UTF-8 bytes (the wire server may set a lower limit)
+MAX_STATEMENT_BYTES = 1 << 20
+#: nesting levels (parentheses, CASE, prefix NOT/-) a statement may have: sqlglot's parser uses
+#: about 25 Python frames per level, so this keeps it far from the recursion limit
+MAX_NESTING = 32
+#: ARRAY[...] parsing backtracks (time doubles per level): a bracket counts as this many levels
+BRACKET_WEIGHT = 3
+#: deepest parsed tree accepted: validation, rewriting and SQL generation recurse over it
+MAX_TREE_DEPTH = 100
+#: seconds tokenizing and parsing one statement may take
+PARSE_TIME_LIMIT = 2.0
+
+_OPEN = {TokenType.L_PAREN: 1, TokenType.L_BRACKET: BRACKET_WEIGHT, TokenType.L_BRACE: 1, TokenType.CASE: 1}
+_CLOSE = {TokenType.R_PAREN: 1, TokenType.R_BRACKET: BRACKET_WEIGHT, TokenType.R_BRACE: 1, TokenType.END: 1}
+_PREFIX = frozenset({TokenType.NOT, TokenType.DASH, TokenType.PLUS, TokenType.TILDE})
+TOO_DEEP = "statement too complex: it is nested too deeply"
 
 
 def _offset(sql: str, line: int | None, col: int | None) -> int | None:
@@ -57,6 +83,68 @@ def _unterminated(sql: str) -> tuple[int | None, str | None]:
     return None, None
 
 
+def check_size(sql: str, limit: int = MAX_STATEMENT_BYTES) -> None:
+    """Refuse a statement longer than ``limit`` UTF-8 bytes (54000)."""
+    size = len(sql) if len(sql) * 4 <= limit else len(sql.encode("utf-8", "surrogatepass"))
+    if size > limit:
+        raise StatementTooLarge(f"statement too large: {size:,} bytes (the limit is {limit:,})",
+                                hint="send a shorter statement, e.g. fewer IN-list values")
+
+
+def nesting_depth(tokens: Sequence[Token]) -> int:
+    """How deeply the tokens nest: open brackets and CASEs, plus runs of prefix operators."""
+    depth = deepest = run = 0
+    for token in tokens:
+        kind = token.token_type
+        if kind in _PREFIX:
+            run += 1
+            deepest = max(deepest, depth + run)
+            continue
+        run = 0
+        if kind in _OPEN:
+            depth += _OPEN[kind]
+            deepest = max(deepest, depth)
+        elif kind in _CLOSE:
+            depth = max(0, depth - _CLOSE[kind])
+    return deepest
+
+
+def tree_depth(tree: exp.Expression) -> int:
+    """Depth of a parsed tree, computed without recursion."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in node.iter_expressions())
+    return deepest
+
+
+def _parse_bounded(sql: str, dialect: str) -> list[exp.Expression]:
+    tokens = Dialect.get_or_raise(dialect).tokenize(sql)
+    if nesting_depth(tokens) > MAX_NESTING:
+        raise StatementTooComplex(TOO_DEEP, hint=f"at most {MAX_NESTING} nested levels")
+    trees = [t for t in Dialect.get_or_raise(dialect).parser().parse(tokens, sql) if t is not None]
+    if any(tree_depth(t) > MAX_TREE_DEPTH for t in trees):
+        raise StatementTooComplex(TOO_DEEP, hint=f"at most {MAX_TREE_DEPTH} nested operations, e.g. use IN (...) "
+                                                 "instead of a long chain of OR")
+    return trees
+
+
+def parse_sql(sql: str, *, dialect: str = INPUT_DIALECT, max_bytes: int = MAX_STATEMENT_BYTES) -> list[exp.Expression]:
+    """Parse SQL text within the size, nesting and time limits (sqlglot's errors pass through).
+
+    Raises StatementTooLarge (54000), StatementTooComplex (54001) or, when the statement is
+    cancelled meanwhile, QueryCanceled (57014)."""
+    check_size(sql, max_bytes)
+    try:
+        return interruptible(lambda: _parse_bounded(sql, dialect), limit=PARSE_TIME_LIMIT)
+    except TimeLimitExceeded:
+        raise StatementTooComplex(f"statement too complex: parsing took longer than {PARSE_TIME_LIMIT:g} s",
+                                  hint="send a shorter or simpler statement") from None
+    except RecursionError:
+        raise StatementTooComplex(TOO_DEEP) from None
+
+
 def parse_statement(sql: str, *, dialect: str = INPUT_DIALECT) -> exp.Expression:
     """Parse exactly one SQL statement; refuse empty input and multiple statements."""
     if not isinstance(sql, str):
@@ -64,7 +152,7 @@ def parse_statement(sql: str, *, dialect: str = INPUT_DIALECT) -> exp.Expression
     if "\x00" in sql:
         raise QuerySyntaxError("the query contains a NUL character")
     try:
-        trees = [t for t in sqlglot.parse(sql, read=dialect) if t is not None]
+        trees = parse_sql(sql, dialect=dialect)
     except ParseError as err:
         info = err.errors[0] if err.errors else {}
         desc = info.get("description") or str(err).split("\n")[0]
@@ -75,8 +163,6 @@ def parse_statement(sql: str, *, dialect: str = INPUT_DIALECT) -> exp.Expression
         position, what = _unterminated(sql)
         raise QuerySyntaxError(f"syntax error: {what}" if what else "syntax error: the query cannot be tokenized",
                                position=position) from None
-    except RecursionError:
-        raise QuerySyntaxError("syntax error: the query is nested too deeply") from None
     if not trees:
         raise QuerySyntaxError("empty query: send one SELECT statement")
     if len(trees) > 1:
