@@ -251,15 +251,19 @@ class Engine:
             raise InvalidParameter(f"cannot plan this query at ε={eps:g}, δ={delta:g}: {exc}") from None
         return PreparedQuery(sql=tree.sql(dialect="postgres"), checked=checked, plan=plan, source=source)
 
-    def _derive_domain(self, expr: exp.Expression, table: TableMeta) -> tuple[tuple[Any, ...], str] | None:
-        """A key expression's public domain in the active backend's semantics (reads no private data).
+    def _derive_domain(self, expr: exp.Expression, table: TableMeta, *,
+                       where: exp.Expression | None = None) -> tuple[tuple[Any, ...], str] | None:
+        """A key expression's public domain in the active backend's semantics (reads no private data);
+        with ``where``, the part of it that passes the WHERE's tests of that key.
 
         DuckDB and Spark compute in DOUBLE, which the isolated DuckDB reproduces; PostgreSQL computes
-        in NUMERIC, so the domain is evaluated there, over literal inputs."""
+        in NUMERIC (and compares text in its collation), so the domain is evaluated there, over
+        literal inputs."""
         target = self.backend.target
         if target.safe_numeric.upper() == "DOUBLE":
-            return expression_domain(expr, table, target)
-        return expression_domain(expr, table, target, run=lambda sql: self.backend.run(sql, timeout=10.0))
+            return expression_domain(expr, table, target, where=where)
+        return expression_domain(expr, table, target, run=lambda sql: self.backend.run(sql, timeout=10.0),
+                                 where=where)
 
     def backend_sql(self, prepared: PreparedQuery, salt: int = 0) -> str:
         """The bounded per-person query for the backend (``salt`` orders each person's groups).

@@ -244,7 +244,7 @@ def test_quantiles_of_hostile_only_rows_stay_in_bounds(pair: tuple[Engine, Engin
 
 
 @pytest.mark.parametrize("sql", [
-    pytest.param("SELECT k, MEDIAN(v) FROM u WHERE k = 'a' GROUP BY k", id="empty_public_group"),
+    pytest.param("SELECT k, MEDIAN(v) FROM u WHERE w = 0 GROUP BY k", id="empty_public_group"),  # only 'a' has w = 0
     pytest.param("SELECT MEDIAN(v) FROM u WHERE v > 1000", id="empty_where"),
 ])
 def test_quantile_of_empty_group_is_null(pair: tuple[Engine, Engine], no_noise: None, sql: str) -> None:

@@ -66,7 +66,8 @@ PublicQueryRunner = Callable[[str], list[tuple[Any, ...]]]
 
 
 def expression_domain(expr: exp.Expression, table: TableMeta, target: SqlTarget = DUCKDB_TARGET,
-                      run: PublicQueryRunner | None = None) -> tuple[tuple[Any, ...], str] | None:
+                      run: PublicQueryRunner | None = None, *,
+                      where: exp.Expression | None = None) -> tuple[tuple[Any, ...], str] | None:
     """(domain, config type) of a key expression over columns with public domains, else None.
 
     The expression is evaluated as ``target`` computes it (``prepare_row_expr``) on every
@@ -75,6 +76,11 @@ def expression_domain(expr: exp.Expression, table: TableMeta, target: SqlTarget 
     DuckDB. Reads no private data: the inputs are literals from the config. So the domain holds
     exactly the values, as Python gets them back from that backend, that the backend can produce
     for in-domain inputs; distinct backend values stay distinct (see ``release``).
+
+    With ``where`` (the query's WHERE): only the key values that pass the conjuncts of ``where``
+    testing this key against literals (``key_conditions``), which may be none; None when no
+    conjunct qualifies. Those conjuncts are taken from the WHERE as the rewrite prepares it, so
+    they are evaluated with the backend's semantics; still reads the config and the query only.
     """
     names = sorted({c.name for c in expr.find_all(exp.Column)})
     domains = [column_domain(table.columns[n]) for n in names]
@@ -84,21 +90,91 @@ def expression_domain(expr: exp.Expression, table: TableMeta, target: SqlTarget 
         return None
     rows = list(product(*domains))  # type: ignore[arg-type]
     prepared = prepare_row_expr(expr, table, target)
+    test = None
+    if where is not None:
+        test = _prepared_key_test(expr, where, table, target)
+        if test is None:
+            return None
     if run is None:
-        found = _duckdb_domain(prepared, names, rows, table)
+        found = _duckdb_domain(prepared, names, rows, table, test)
     else:
-        found = _backend_domain(prepared, names, rows, table, target, run)
-    if found is None or not found[0] or len(found[0]) > MAX_DOMAIN:
+        found = _backend_domain(prepared, names, rows, table, target, run, test)
+    if found is None or (not found[0] and test is None) or len(found[0]) > MAX_DOMAIN:
         return None
     return found
 
 
+#: comparisons that may trim a key's public domain: ``key <op> literal`` (either side)
+_COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
+
+
+def conjuncts(cond: exp.Expression) -> list[exp.Expression]:
+    """The top-level conjuncts of a condition (``a AND (b AND c)`` → a, b, c)."""
+    while isinstance(cond, exp.Paren):
+        cond = cond.this
+    if isinstance(cond, exp.And):
+        return conjuncts(cond.this) + conjuncts(cond.expression)
+    return [cond]
+
+
+def _is_literal(node: exp.Expression) -> bool:
+    while isinstance(node, exp.Paren):
+        node = node.this
+    if isinstance(node, exp.Neg):
+        return isinstance(node.this, exp.Literal) and not node.this.is_string
+    return isinstance(node, (exp.Literal, exp.Boolean, exp.Null))
+
+
+def _is_key(node: exp.Expression, key_sql: str) -> bool:
+    while isinstance(node, exp.Paren):
+        node = node.this
+    return node.sql() == key_sql
+
+
+def is_key_test(cond: exp.Expression, key: exp.Expression) -> bool:
+    """Whether ``cond`` compares the key expression itself with literals only: ``key op literal``
+    (=, <>, <, <=, >, >=, either side), ``key [NOT] IN (literals)``, ``key [NOT] BETWEEN literal
+    AND literal``, or NOT of one of those. Such a condition depends on the key's value alone."""
+    while isinstance(cond, exp.Paren):
+        cond = cond.this
+    if isinstance(cond, exp.Not):
+        return is_key_test(cond.this, key)
+    key_sql = key.sql()
+    if isinstance(cond, _COMPARISONS):
+        left, right = cond.this, cond.expression
+        return (_is_key(left, key_sql) and _is_literal(right)) or (_is_key(right, key_sql) and _is_literal(left))
+    if isinstance(cond, exp.In):
+        if any(cond.args.get(a) is not None for a in ("query", "unnest", "field")):
+            return False
+        return _is_key(cond.this, key_sql) and bool(cond.expressions) and all(map(_is_literal, cond.expressions))
+    if isinstance(cond, exp.Between):
+        return _is_key(cond.this, key_sql) and _is_literal(cond.args["low"]) and _is_literal(cond.args["high"])
+    return False
+
+
+def _prepared_key_test(key: exp.Expression, where: exp.Expression, table: TableMeta,
+                       target: SqlTarget) -> exp.Expression | None:
+    """The conjunction of the WHERE's top-level conjuncts that test ``key`` against literals, as the
+    rewrite prepares them (the WHERE is prepared whole, as in the rewrite, then split); None when
+    there is none or the prepared WHERE does not split the same way (then nothing is trimmed)."""
+    raw = conjuncts(where)
+    picked = [i for i, c in enumerate(raw) if is_key_test(c, key)]
+    if not picked:
+        return None
+    prepared = conjuncts(prepare_row_expr(where, table, target))
+    if len(prepared) != len(raw):
+        return None
+    return exp.and_(*(exp.paren(prepared[i].copy()) for i in picked))
+
+
 def _duckdb_domain(prepared: exp.Expression, names: list[str], rows: list[tuple[Any, ...]],
-                   table: TableMeta) -> tuple[tuple[Any, ...], str] | None:
+                   table: TableMeta, test: exp.Expression | None = None) -> tuple[tuple[Any, ...], str] | None:
     data = {f"__c{i}": np.array([str(r[i]) for r in rows], dtype=object) for i in range(len(names))}
     casts = ", ".join(f"CAST(__c{i} AS {_SQL_TYPE[table.columns[n].type]}) AS \"{n}\"" for i, n in enumerate(names))
-    sql = (f"SELECT DISTINCT {prepared.sql(dialect='duckdb')} AS k FROM (SELECT {casts} FROM __inputs) "
-           "WHERE k IS NOT NULL ORDER BY k")
+    inputs = f"SELECT {casts} FROM __inputs"
+    if test is not None:  # only the inputs that pass the key's own conditions
+        inputs = f"SELECT * FROM ({inputs}) WHERE {test.sql(dialect='duckdb')}"
+    sql = f"SELECT DISTINCT {prepared.sql(dialect='duckdb')} AS k FROM ({inputs}) WHERE k IS NOT NULL ORDER BY k"
     cur = isolated_connection().cursor()
     try:
         cur.register("__inputs", data)
@@ -112,12 +188,15 @@ def _duckdb_domain(prepared: exp.Expression, names: list[str], rows: list[tuple[
 
 
 def _backend_domain(prepared: exp.Expression, names: list[str], rows: list[tuple[Any, ...]], table: TableMeta,
-                    target: SqlTarget, run: PublicQueryRunner) -> tuple[tuple[Any, ...], str] | None:
+                    target: SqlTarget, run: PublicQueryRunner,
+                    test: exp.Expression | None = None) -> tuple[tuple[Any, ...], str] | None:
     tuples = [exp.Tuple(expressions=[exp.cast(exp.Literal.string(str(v)), _SQL_TYPE[table.columns[n].type])
                                      for n, v in zip(names, r)]) for r in rows]
     inputs = exp.Values(expressions=tuples, alias=exp.TableAlias(this=exp.to_identifier("__inputs"),
                                                                  columns=[exp.to_identifier(n) for n in names]))
     inner = exp.select(prepared.as_("k")).from_(inputs)
+    if test is not None:  # only the inputs that pass the key's own conditions
+        inner = inner.where(test.copy())
     query = (exp.select("k").distinct().from_(inner.subquery("__d")).where(exp.column("k").is_(exp.null()).not_())
              .order_by("k"))
     try:

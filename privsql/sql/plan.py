@@ -18,10 +18,9 @@ The plan is a plain frozen object; EXPLAIN prints it without touching data or bu
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import product
-from typing import Any
+from typing import Any, Protocol
 
 from sqlglot import exp
 
@@ -175,6 +174,8 @@ def _key_plans(query: CheckedQuery, derive: DomainDeriver) -> list[KeyPlan]:
             if derived is None:
                 derived = integer_range(k.info)  # e.g. EXTRACT(MONTH FROM day): 1..12, from the query alone
             domain, ktype = derived if derived is not None else (None, ktype)
+        if domain is not None and query.where is not None:
+            domain = _trimmed(domain, k.expr, query, derive)
         keys.append(KeyPlan(name=k.name, expr=k.expr, type=ktype, domain=domain))
     size = math.prod(len(k.domain) for k in keys if k.domain is not None) if keys else 1
     if all(k.domain is not None for k in keys) and size > MAX_DOMAIN_CELLS:
@@ -183,8 +184,28 @@ def _key_plans(query: CheckedQuery, derive: DomainDeriver) -> list[KeyPlan]:
     return keys
 
 
-#: (key expression, table) → (public domain, config type) or None; see ``domains.expression_domain``
-DomainDeriver = Callable[[exp.Expression, TableMeta], "tuple[tuple[Any, ...], str] | None"]
+def _trimmed(domain: tuple[Any, ...], key: exp.Expression, query: CheckedQuery,
+             derive: DomainDeriver) -> tuple[Any, ...]:
+    """The key's public domain restricted to the values that pass the WHERE's own tests of that key
+    (``age > 90``, ``dept IN (...)``). Reads no data: the values passing are computed on literal
+    inputs (``domains.expression_domain``), so the released domain depends on the query and config
+    only. Never adds a value; keeps the domain whole when the backend's values do not match it."""
+    found = derive(key, query.table, where=query.where)
+    if found is None:
+        return domain
+    passing = set(found[0])
+    if not passing <= set(domain):
+        return domain  # the values came back in another form than the domain holds: do not trim
+    return tuple(v for v in domain if v in passing)
+
+
+class DomainDeriver(Protocol):
+    """(key expression, table) → (public domain, config type) or None; with ``where``, only the
+    values passing the WHERE's tests of that key (None: nothing to trim). See
+    ``domains.expression_domain``."""
+
+    def __call__(self, expr: exp.Expression, table: TableMeta, *,
+                 where: exp.Expression | None = None) -> tuple[tuple[Any, ...], str] | None: ...
 
 
 def build_plan(query: CheckedQuery, *, epsilon: float, delta: float, defaults: Defaults,

@@ -162,28 +162,33 @@ def _distinct_counts(m: Measure, arg: str, knames: list[str], kept: str | None, 
     the bounded groups, or None when every group is kept). Removing a person removes at most
     max_rows values from each of their groups."""
     keys = [exp.column(k) for k in knames]
-    values = exp.select("__pid", *knames, exp.column(arg).as_("__v")).distinct().from_("__rows").where(
-        exp.Not(this=exp.Is(this=exp.column(arg), expression=exp.Null())))
+    values = exp.select("__pid", *knames, exp.column(arg).as_("__v")).distinct(copy=False)
+    values = values.from_("__rows", copy=False).where(
+        exp.Not(this=exp.Is(this=exp.column(arg), expression=exp.Null())), copy=False)
     order = [exp.Ordered(this=target.order_hash([exp.column("__pid"), exp.column("__v")], salt, int_unit=int_unit)),
              exp.Ordered(this=exp.column("__v"))]
     ranked = exp.select("*", exp.Window(this=exp.RowNumber(), partition_by=[exp.column("__pid"), *keys],
                                         order=exp.Order(expressions=order)).as_("__rn")).from_(
-        values.subquery("__values"))
-    limited = exp.select("*").from_(ranked.subquery("__ranked")).where(
-        exp.LTE(this=exp.column("__rn"), expression=_num(max_rows)))
+        values.subquery("__values", copy=False), copy=False)
+    limited = exp.select("*").from_(ranked.subquery("__ranked", copy=False), copy=False).where(
+        exp.LTE(this=exp.column("__rn"), expression=_num(max_rows)), copy=False)
     counted = exp.select(*[k.copy() for k in keys], exp.Count(this=exp.Distinct(
-        expressions=[exp.column("__v", table="__d")])).as_(m.name)).from_(limited.subquery("__d"))
+        expressions=[exp.column("__v", table="__d")])).as_(m.name))
+    counted = counted.from_(limited.subquery("__d", copy=False), copy=False)
     if kept is not None:
         on = [exp.EQ(this=exp.column("__pid", table="__d"), expression=exp.column("__pid", table="__g"))]
         on += [exp.NullSafeEQ(this=exp.column(k, table="__d"), expression=exp.column(k, table="__g")) for k in knames]
-        counted = counted.join(exp.select("__pid", *knames).from_(kept).subquery("__g"), on=exp.and_(*on))
+        kept_groups = exp.select("__pid", *knames).from_(kept, copy=False).subquery("__g", copy=False)
+        counted = counted.join(kept_groups, on=exp.and_(*on), copy=False)
     counted.set("expressions", [exp.column(k, table="__d").as_(k) for k in knames] + counted.expressions[len(knames):])
-    return counted.group_by(*[exp.column(k, table="__d") for k in knames]) if knames else counted
+    return counted.group_by(*[exp.column(k, table="__d") for k in knames], copy=False) if knames else counted
 
 
 def _domain_filter(plan: DPPlan, key_exprs: list[exp.Expression]) -> exp.Expression | None:
-    conds = [exp.In(this=exp.paren(e.copy()), expressions=[_literal(v) for v in k.domain])
-             for k, e in zip(plan.keys, key_exprs) if k.domain is not None]
+    """Rows whose keys lie in their public domains (FALSE for a domain the WHERE trimmed to nothing:
+    ``IN ()`` is a syntax error on PostgreSQL and Spark)."""
+    conds = [exp.In(this=exp.paren(e.copy()), expressions=[_literal(v) for v in k.domain]) if k.domain
+             else exp.false() for k, e in zip(plan.keys, key_exprs) if k.domain is not None]
     if not conds:
         return None
     out = conds[0]
@@ -207,8 +212,9 @@ def rewrite(plan: DPPlan, target: SqlTarget, *, table_ref: exp.Expression, salt:
     where = prepare_row_expr(plan.where, table, target) if plan.where is not None else None
     # Keys outside a public domain are never released (release() drops them). Filtering them in SQL
     # is only needed when it changes what is computed: before the group bound (so out-of-domain groups
-    # do not use a person's max_groups slots) and when other keys are thresholded.
-    if plan.bound_groups or plan.public_domain is None:
+    # do not use a person's max_groups slots), when other keys are thresholded, and when the WHERE
+    # trimmed a domain to nothing (then no row is read at all).
+    if plan.bound_groups or not plan.public_domain:
         where = _and(where, _domain_filter(plan, key_exprs))
     knames = [f"__k{i}" for i in range(len(plan.keys))]
     unit_meta = table.columns.get(table.privacy_unit) if table.privacy_unit else None
@@ -236,26 +242,26 @@ def rewrite(plan: DPPlan, target: SqlTarget, *, table_ref: exp.Expression, salt:
     # computed first so a bin can refer to its argument)
     projection = [*unit, *[e.as_(n) for e, n in zip(key_exprs, knames)],
                   *[c for c in row_columns if not c.alias.endswith("_bin")]]
-    inner = exp.select(*(projection or [exp.Literal.number(1).as_("__row")])).from_(table_ref.copy())
+    inner = exp.select(*(projection or [exp.Literal.number(1).as_("__row")])).from_(table_ref.copy(), copy=False)
     if where is not None:
-        inner = inner.where(where)
+        inner = inner.where(where, copy=False)
     bins = [c for c in row_columns if c.alias.endswith("_bin")]
-    rows = exp.select("*", *bins).from_(inner.subquery("__input")) if bins else inner
+    rows = exp.select("*", *bins).from_(inner.subquery("__input", copy=False), copy=False) if bins else inner
 
     if not plan.per_person:
         sel = exp.select(*knames, *[c for m in plan.measures for c in _per_row_measure(
             m, exp.column(arg_names[m.arg.sql()]) if m.arg is not None else None)])
-        sel = sel.from_(rows.subquery("__rows"))
-        return parenthesize(sel.group_by(*knames) if knames else sel)
+        sel = sel.from_(rows.subquery("__rows", copy=False), copy=False)
+        return parenthesize(sel.group_by(*knames, copy=False) if knames else sel)
 
     per_person = exp.select(
         "__pid", *knames,
         *[part for m in plan.measures
           for part in _per_person_parts(m, arg_names.get(m.arg.sql()) if m.arg is not None else None)],
-    ).from_("__rows").group_by("__pid", *knames)
+    ).from_("__rows", copy=False).group_by("__pid", *knames, copy=False)
     contributions = exp.select(
         "__pid", *knames, *[c for m in plan.measures for c in _person_contribution(m, plan.max_rows)],
-    ).from_("__per_person")
+    ).from_("__per_person", copy=False)
 
     ctes: list[tuple[str, exp.Expression]] = [("__rows", rows), ("__per_person", per_person),
                                                ("__contributions", contributions)]
@@ -266,22 +272,23 @@ def rewrite(plan: DPPlan, target: SqlTarget, *, table_ref: exp.Expression, salt:
         ordering = [exp.Ordered(this=order), *[exp.Ordered(this=exp.column(k)) for k in knames]]
         numbered = exp.select("*", exp.Window(this=exp.RowNumber(), partition_by=[exp.column("__pid")],
                                               order=exp.Order(expressions=ordering)).as_("__rn"))
-        numbered = numbered.from_("__contributions")
-        bounded = exp.select("*").from_(numbered.subquery("__numbered")).where(
-            exp.LTE(this=exp.column("__rn"), expression=_num(plan.max_groups)))
+        numbered = numbered.from_("__contributions", copy=False)
+        bounded = exp.select("*").from_(numbered.subquery("__numbered", copy=False), copy=False).where(
+            exp.LTE(this=exp.column("__rn"), expression=_num(plan.max_groups)), copy=False)
         ctes.append(("__bounded", bounded))
         source = "__bounded"
     summed = [m for m in plan.measures if m.kind != "distinct"]
     sums = [exp.Sum(this=exp.column(c)).as_(c) for m in summed for c in m.columns]
     query = exp.select(*knames, *(sums or ([] if knames else [exp.Count(this=exp.Star()).as_("__one")])))
-    query = query.from_(source)
+    query = query.from_(source, copy=False)
     if knames:
-        query = query.group_by(*knames)
+        query = query.group_by(*knames, copy=False)
     if any(m.kind == "distinct" for m in plan.measures):
         # COUNT(DISTINCT) is not a sum of per-person parts: counted apart, joined on the group keys
         # (NULL-safe); the main aggregate holds every group that has a kept row
         main = query
-        query = exp.select(*[exp.column(k, table="__main").as_(k) for k in knames]).from_(main.subquery("__main"))
+        query = exp.select(*[exp.column(k, table="__main").as_(k) for k in knames])
+        query = query.from_(main.subquery("__main", copy=False), copy=False)
         columns = []
         for i, m in enumerate(plan.measures):
             if m.kind != "distinct":
@@ -293,9 +300,10 @@ def rewrite(plan: DPPlan, target: SqlTarget, *, table_ref: exp.Expression, salt:
                                       int_unit)
             on = [exp.NullSafeEQ(this=exp.column(k, table="__main"), expression=exp.column(k, table=name))
                   for k in knames]
-            query = query.join(counts.subquery(name), on=exp.and_(*on) if on else exp.true(), join_type="LEFT")
+            query = query.join(counts.subquery(name, copy=False), on=exp.and_(*on) if on else exp.true(),
+                               join_type="LEFT", copy=False)
             columns.append(exp.func("coalesce", exp.column(m.name, table=name), exp.Literal.number(0)).as_(m.name))
         query.set("expressions", query.expressions + columns)
     for name, cte in ctes:
-        query = query.with_(name, as_=cte)
+        query = query.with_(name, as_=cte, copy=False)
     return parenthesize(query)
