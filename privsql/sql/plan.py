@@ -354,18 +354,23 @@ def _pair_measures(call: Any, need: Any) -> tuple[str, ...]:
     return names
 
 
-#: the smallest non-zero magnitude of a clamping interval: the rewrite divides by fractions of it
-#: (grid units, histogram bin widths), which must stay finite and non-zero in double precision
-MIN_INTERVAL_MAGNITUDE = 1e-200
+#: the smallest non-zero magnitude of a summed interval: sums are put on a grid of 2^-GRID_BITS of
+#: it, and that unit (and what the rewrite divides by it) must stay a normal, non-zero double
+MIN_INTERVAL_MAGNITUDE = 1e-290
 
 
 def _check_interval(spec: dict[str, Any]) -> None:
-    """Refuse, before any data is read, an interval too narrow to aggregate exactly (``SUM(x * 1e-320)``)."""
+    """Refuse, before any data is read, an interval too narrow to aggregate exactly: a histogram whose
+    bins would be infinitely narrow (``MEDIAN(x * 1e-320)``), or a sum whose grid unit would vanish."""
     lo, hi = spec["lo"], spec["hi"]
     if lo is None or hi is None:
         return
     size = max(abs(lo), abs(hi))
-    if 0 < size < MIN_INTERVAL_MAGNITUDE or (hi > lo and not math.isfinite(MAX_BINS / (hi - lo))):
+    if spec["kind"] == "hist":
+        narrow = hi > lo and not math.isfinite(MAX_BINS / (hi - lo))
+    else:
+        narrow = 0 < size < MIN_INTERVAL_MAGNITUDE
+    if narrow:
         arg = spec["arg"].sql(dialect="postgres") if spec["arg"] is not None else "the argument"
         raise UnsupportedQuery(f"{arg} takes values too close to 0 to aggregate (within ±{size:.3g}); scale it up")
 
