@@ -34,6 +34,7 @@ from privsql.accounting import BudgetStore, Cost, LedgerEntry, open_store
 from privsql.accounting.policy import limits_for, mechanism_for, standing
 from privsql.backends.base import Backend
 from privsql.config import AnalystConfig, Config, TableMeta, load_config
+from privsql.display import readable, rounded_ci
 from privsql.errors import (
     BackendError,
     InvalidParameter,
@@ -48,6 +49,8 @@ from privsql.postprocess import (
     NoisyTable,
     build_output_query,
     column_accuracy,
+    count_floor,
+    empty_group_notes,
     empty_noisy_table,
     noisy_quantile,
     pair_count_ci,
@@ -59,7 +62,7 @@ from privsql.sql.domains import expression_domain
 from privsql.sql.joins import JoinSource, flatten_joins
 from privsql.sql.normalize import canonical_aggregates
 from privsql.sql.parse import bind_parameters, parse_statement
-from privsql.sql.plan import PAIR_BITS, DPPlan, Measure, build_plan
+from privsql.sql.plan import PAIR_BITS, DPPlan, Measure, OutputAgg, build_plan
 from privsql.sql.rewrite import rewrite
 from privsql.sql.subquery import SubquerySource, flatten_subquery
 from privsql.sql.validate import CheckedQuery, check_query, output_name
@@ -336,7 +339,7 @@ class Engine:
         accuracy = column_accuracy(columns, ci_index, cis, prepared.checked, plan)
         provisional = QueryResult(columns=columns, rows=rows, cell_ci=cis, privacy=PrivacyReport(
             analyst=who.name, epsilon=plan.epsilon, delta=plan.delta, epsilon_remaining=0.0, delta_remaining=0.0,
-            columns=accuracy))
+            columns=accuracy, cell_ci=tuple(cis), notes=empty_group_notes(columns, rows, prepared.checked, plan)))
         cache = (key, encode_result(provisional)) if key is not None else None
         now = standing(who, self.store.complete(ledger_id, who.name, "answered", cache=cache))
         report = dataclasses.replace(provisional.privacy, epsilon_remaining=now.epsilon_remaining,
@@ -399,42 +402,48 @@ class Engine:
         return prepared.columns
 
     def explain(self, sql: str, *, analyst: str | None = None, epsilon: float | None = None,
-                delta: float | None = None, params: Sequence[Any] | Mapping[str, Any] | None = None) -> QueryResult:
-        """The DP plan as rows (item, detail): cost, noise and expected 95% error per column, the
-        backend SQL. Spends nothing and reads no data."""
+                delta: float | None = None, params: Sequence[Any] | Mapping[str, Any] | None = None,
+                verbose: bool = True) -> QueryResult:
+        """The DP plan as rows (item, detail): cost, expected 95% error per column and, when
+        ``verbose``, each internal measure and the backend SQL. Spends nothing and reads no data."""
         who = self.analyst(analyst) if analyst is not None else None
         prepared = self.prepare(sql, params=params, epsilon=epsilon, delta=delta, analyst=who)
         if prepared.plan is None:
             rows = [("cost", "none: a public table, answered exactly"), ("table", prepared.checked.table.name)]
             return QueryResult(columns=[OutputColumn("item", "text"), OutputColumn("detail", "text")], rows=rows)
-        rows = explain_rows(prepared, self.describe(sql, params=params), self.backend_sql(prepared))
+        written = _written_items(bind_parameters(parse_statement(sql), params))
+        rows = explain_rows(prepared, self.describe(sql, params=params), self.backend_sql(prepared), verbose=verbose,
+                            written=written)
         return QueryResult(columns=[OutputColumn("item", "text"), OutputColumn("detail", "text")], rows=rows)
 
     def epsilon_for_error(self, sql: str, target: float, *, analyst: str | None = None,
-                          params: Sequence[Any] | Mapping[str, Any] | None = None) -> float:
+                          params: Sequence[Any] | Mapping[str, Any] | None = None,
+                          reference_rows: int | None = None) -> float:
         """The smallest ε (to 3 significant digits, rounded up) at which every noisy COUNT/SUM
-        column of the query has a 95% error of at most ``target``. Reads no data."""
+        column of the query has a 95% error of at most ``target`` and, given ``reference_rows``,
+        so does every AVG/VAR column in a group of that many rows (``error_at``: the largest CI the
+        release can state there, whatever the values). Reads no data."""
         if not (isinstance(target, (int, float)) and math.isfinite(target) and target > 0):
             raise InvalidParameter(f"target error must be a positive number, not {target!r}")
+        if reference_rows is not None and not (isinstance(reference_rows, int) and reference_rows > 0):
+            raise InvalidParameter(f"reference rows must be a positive integer, not {reference_rows!r}")
         who = self.analyst(analyst) if analyst is not None else None
 
         def worst(eps: float) -> float:
             prepared = self.prepare(sql, params=params, epsilon=eps, analyst=who)
             if prepared.plan is None:
                 return 0.0
-            errors = [prepared.plan.measure(o.measures[0]).ci95 for o in prepared.plan.outputs
-                      if o.func in ("count", "count_expr", "count_units", "sum")]
+            plan = prepared.plan
+            errors = [error_at(o, plan, reference_rows or 1) for o in plan.outputs
+                      if o.func in (*_COUNTS, "sum") or (reference_rows and o.func.startswith(("avg", "var")))]
             if not errors:
-                raise InvalidParameter("a target error needs a COUNT or SUM in the query (the error of AVG, "
-                                       "VAR and quantiles depends on the data)")
-            return max(errors)
+                raise InvalidParameter(_no_target_message(plan, reference_rows))
+            return max(e for e in errors if e is not None)
 
-        base = 1.0
-        eps = base * worst(base) / target  # noise scale is proportional to 1/ε
-        eps = float(f"{eps:.3g}")
+        eps = float(f"{worst(1.0) / target:.3g}")  # noise scale is proportional to 1/ε
         limit = self.config.defaults.max_epsilon_per_query
-        while eps <= limit and worst(eps) > target:
-            eps = float(f"{eps * 1.01:.3g}") if eps * 1.01 > eps else eps * 1.01
+        while eps <= limit and (error := worst(eps)) > target:  # AVG's error is capped at the range: step up
+            eps = float(f"{eps * max(1.01, error / target):.3g}")
         if eps > limit:
             raise InvalidParameter(f"a 95% error of {target:g} needs ε ≈ {eps:.3g}, above the per-query maximum "
                                    f"{limit:g}")
@@ -553,27 +562,120 @@ def release(plan: DPPlan, exact_rows: list[tuple[Any, ...]]) -> NoisyTable:
     return NoisyTable(keys=key_columns, measures=measures)
 
 
-def explain_rows(prepared: PreparedQuery, columns: list[OutputColumn], backend_sql: str) -> list[tuple[str, str]]:
+#: group sizes (rows) at which explain states the error of aggregates whose error depends on it
+REFERENCE_ROWS = (100, 1_000, 10_000)
+_COUNTS = ("count", "count_expr", "count_units", "count_distinct")
+
+
+def _written_items(tree: exp.Expression) -> list[str]:
+    """The SELECT items as the analyst wrote them (before MEDIAN becomes QUANTILE, aliases removed)."""
+    items = tree.expressions if isinstance(tree, exp.Select) else []
+    return [(i.unalias() if isinstance(i, exp.Alias) else i).sql(dialect="postgres") for i in items]
+
+
+def explain_rows(prepared: PreparedQuery, columns: list[OutputColumn], backend_sql: str, *,
+                 verbose: bool = True, written: list[str] | None = None) -> list[tuple[str, str]]:
+    """The plan as (item, detail) rows: cost, privacy unit, groups, each output column (named as the
+    analyst wrote it) with its expected 95% error in numbers; with ``verbose`` also each internal
+    measure and the backend SQL."""
     plan = prepared.plan
+    assert plan is not None
     rows = [("cost", f"ε = {plan.epsilon:g}, δ = {plan.delta:g}"
              + (f" (charged as ρ = {plan.rho:.4g} under zCDP)" if plan.rho else ""))]
     rows.append(("privacy unit", f"{plan.table.privacy_unit} (table {plan.table.name}); a person counts in at most "
                  f"{plan.max_groups} group(s) with at most {plan.max_rows} row(s) each"))
     if plan.keys:
-        desc = [f"{k.name}: " + (f"public domain of {len(k.domain)} values" if k.domain else "released above a "
-                f"noisy threshold of {plan.threshold:g} people") for k in plan.keys]
+        desc = [f"{k.name}: " + (f"public domain of {len(k.domain)} values" if k.domain is not None else
+                "released above a noisy threshold of " f"{readable(plan.threshold or 0.0)} people")
+                for k in plan.keys]
         rows.append(("groups", "; ".join(desc)))
-    for m in plan.measures:
-        what = _measure_text(m)
-        budget = f"ρ = {m.epsilon:.4g}" if m.mechanism == "gaussian" else f"ε = {m.epsilon:.4g}"
-        noise = (f"{m.mechanism.capitalize()} scale {m.scale * m.unit:.4g}, {budget}, 95% error ±{m.ci95:.4g}"
-                 if m.scale > 0 else "no noise needed (data-independent)")
-        rows.append((f"measure {m.name}", f"{what}: {noise}"))
-    for col, item in zip(columns, prepared.checked.select.expressions):
+    if verbose:
+        for m in plan.measures:
+            budget = f"ρ = {m.epsilon:.4g}" if m.mechanism == "gaussian" else f"ε = {m.epsilon:.4g}"
+            noise = (f"{m.mechanism.capitalize()} scale {readable(m.scale * m.unit, 4)}, {budget}, 95% error "
+                     f"±{rounded_ci(m.ci95)}" if m.scale > 0 else "no noise needed (data-independent)")
+            rows.append((f"measure {m.name}", f"{_measure_text(m)}: {noise}"))
+    items = prepared.checked.select.expressions
+    texts = written if written is not None and len(written) == len(items) else _written_items(prepared.checked.select)
+    for col, item, text in zip(columns, items, texts):
         inner = item.unalias() if isinstance(item, exp.Alias) else item
-        rows.append((f"column {col.name}", _column_error(inner, plan)))
-    rows.append(("backend sql", backend_sql))
+        label = col.name if text == col.name else f"{col.name} = {text}"
+        rows.append((f"column {label}", _column_error(inner, plan)))
+    if verbose:
+        rows.append(("backend sql", backend_sql))
     return rows
+
+
+def error_at(out: OutputAgg, plan: DPPlan, rows: float) -> float | None:
+    """The 95% error of one aggregate in a group of ``rows`` rows, from the plan alone: exact for
+    COUNT/SUM (any group), for AVG and VAR the largest per-cell CI the release can state at that
+    noisy count (worst case over the data's values); None where it depends on the data otherwise
+    (STDDEV, quantiles, COVAR/CORR). Reads no data."""
+    first = plan.measure(out.measures[0])
+    if out.func in _COUNTS or out.func == "sum":
+        return pair_count_ci(first) if first.kind == "pair" else first.ci95
+    if out.lower is None or out.upper is None:
+        return None
+    width, half = out.upper - out.lower, (out.upper - out.lower) / 2
+    if out.func == "avg":  # pair: half·√((u − m)² + (m − l)²)/(width·N) ≤ half/N; constant interval: exact
+        return min(first.ci95 / rows, width) if first.kind == "pair" else 0.0
+    if out.func.startswith(("var", "stddev")):  # _variance_ci's terms at |mean| ≤ h, |E[y²] − 2mean²| ≤ 2h²
+        s, q, n = (plan.measure(name) for name in out.measures)
+        var = min(math.hypot(q.ci95, 2 * s.ci95 * half, 2 * n.ci95 * half**2) / rows, half**2)
+        if out.func.startswith("stddev"):  # _sqrt_ci at the reference standard deviation
+            sd = reference_sd(out)
+            return min(max(math.sqrt(sd**2 + var) - sd, sd - math.sqrt(max(sd**2 - var, 0.0))), half)
+        return var
+    return None
+
+
+def reference_sd(out: OutputAgg) -> float:
+    """The standard deviation at which explain states STDDEV's error: a quarter of the value range."""
+    assert out.lower is not None and out.upper is not None
+    return (out.upper - out.lower) / 4
+
+
+def _no_target_message(plan: DPPlan, reference_rows: int | None) -> str:
+    """Why a query has no column a target error can be met for, and what to use instead."""
+    if not reference_rows and any(o.func.startswith(("avg", "var")) for o in plan.outputs):
+        return ("the error of AVG and VAR depends on how many rows a group has: give the smallest group size "
+                "you need that error for (--reference-rows N, or reference_rows=N), or add a COUNT or SUM")
+    return ("a target error needs a COUNT, SUM, AVG or VAR in the query (the error of STDDEV, quantiles, MIN/MAX "
+            "and COVAR/CORR depends on the data): compare `privsql explain` at a few values of --epsilon")
+
+
+def _at_reference_rows(out: OutputAgg, plan: DPPlan) -> str:
+    """``±a at N = 100, ±b at N = 1,000, ...`` for an aggregate whose error shrinks with the group."""
+    return ", ".join(f"±{rounded_ci(error_at(out, plan, n) or 0.0)} with {n:,} rows" for n in REFERENCE_ROWS)
+
+
+def _column_error(node: exp.Expression, plan: DPPlan) -> str:
+    """One output column's expected 95% error, in numbers."""
+    from privsql.sql.validate import AGG_META
+
+    if not isinstance(node, exp.AggFunc):
+        if node.find(exp.AggFunc):
+            return "computed from noisy aggregates (post-processing): no CI of its own"
+        return "group key (exact, no noise)"
+    out = plan.outputs[node.meta[AGG_META]]
+    first = plan.measure(out.measures[0])
+    floor = count_floor(out, plan)
+    empty = f"; NULL where the group's noisy count is below {rounded_ci(floor)} rows" if floor else ""
+    if out.func == "quantile":
+        what = {0.0: "MIN", 1.0: "MAX"}.get(out.param, f"the {out.param:g} quantile")  # type: ignore[arg-type]
+        return (f"{what} read off a noisy histogram: error about one bin ({readable(first.width)}) where data is "
+                "dense, more where it is sparse; no CI")
+    if out.func in ("covar_pop", "covar_samp", "corr"):
+        return "computed from noisy centred sums (post-processing): no CI, its error depends on the data"
+    if out.func in _COUNTS or out.func == "sum":
+        free = " (the AVG pair's count, free with the AVG)" if first.kind == "pair" else ""
+        return f"{first.mechanism.capitalize()} noise, 95% error ±{rounded_ci(error_at(out, plan, 1) or 0.0)}{free}"
+    if out.func == "avg" and first.kind != "pair":
+        return f"AVG over a constant interval: exact where the group has rows{empty}"
+    if out.func == "avg" or out.func.startswith("var"):
+        return f"95% error depends on the group's row count: at most {_at_reference_rows(out, plan)}{empty}"
+    return (f"95% error depends on the group's row count and spread: at a standard deviation of "
+            f"{readable(reference_sd(out))}, {_at_reference_rows(out, plan)}{empty}")
 
 
 def _measure_text(m: Measure) -> str:
@@ -598,32 +700,6 @@ def _measure_text(m: Measure) -> str:
     if m.kind == "csq":
         return f"sum of ({arg} − {m.center:g})², {arg} {clamp}"
     return f"sum of {arg} {clamp}"
-
-
-def _column_error(node: exp.Expression, plan: DPPlan) -> str:
-    from privsql.sql.validate import AGG_META
-
-    if isinstance(node, exp.AggFunc):
-        out = plan.outputs[node.meta[AGG_META]]
-        first = plan.measure(out.measures[0])
-        if out.func == "quantile":
-            what = {0.0: "MIN", 1.0: "MAX"}.get(out.param, f"the {out.param:g} quantile")  # type: ignore[arg-type]
-            return (f"{what} read off the noisy histogram (post-processing): error about one bin "
-                    f"({first.width:g}) where data is dense, more where it is sparse")
-        if out.func.startswith(("var", "stddev")):
-            return "computed from noisy centred sums of values and squares and a noisy count (post-processing)"
-        if first.kind == "pair" and out.func == "avg":
-            width = first.clamp_hi - first.clamp_lo  # type: ignore[operator]
-            return (f"AVG = {first.clamp_lo:g} + Σ(x − {first.clamp_lo:g}) / N from the noisy pair: 95% error "
-                    f"≈ ±{first.ci95:.4g}·√((upper − mean)² + (mean − lower)²)/({width:g}·N), N = rows averaged")
-        if first.kind == "pair":
-            return f"the AVG pair's noisy count (free with the AVG), 95% error ≈ ±{pair_count_ci(first):.4g}"
-        if out.func == "avg":
-            return f"AVG over a constant interval: only the count is noisy (95% error ±{first.ci95:.4g})"
-        return f"{first.mechanism.capitalize()} noise, 95% error ±{first.ci95:.4g}"
-    if node.find(exp.AggFunc):
-        return "computed from noisy aggregates (post-processing)"
-    return "group key (exact, no noise)"
 
 
 __all__ = ["Engine", "PreparedQuery", "BudgetStatus", "release"]

@@ -116,13 +116,16 @@ def _agg_formula(out: OutputAgg, plan: DPPlan) -> exp.Expression:
         return exp.cast(exp.func("round", value), "BIGINT") if out.integral else value
     count = exp.func("greatest", cols[-1], _double(1))
     mean_c = exp.Div(this=cols[0], expression=count)
+    if out.func in ("covar_pop", "covar_samp", "corr"):
+        return _covariance_formula(out, cols)
+    floor = count_floor(out, plan)
+    assert floor is not None
     if out.func == "avg":  # center + noisy centred sum / noisy count, post-processed into [lower, upper]
         center = plan.measure(out.measures[0]).center
         mean = exp.Add(this=_double(center), expression=mean_c)
-        return exp.func("least", exp.func("greatest", mean, _double(out.lower)), _double(out.upper))
-    if out.func in ("covar_pop", "covar_samp", "corr"):
-        return _covariance_formula(out, cols)
-    return _variance_formula(out, cols, count, mean_c)
+        clamped = exp.func("least", exp.func("greatest", mean, _double(out.lower)), _double(out.upper))
+        return _when_counted(clamped, cols[-1], floor)
+    return _when_counted(_variance_formula(out, cols, count, mean_c), cols[-1], floor)
 
 
 def _covariance_formula(out: OutputAgg, cols: list[exp.Expression]) -> exp.Expression:
@@ -149,15 +152,34 @@ def _covariance_formula(out: OutputAgg, cols: list[exp.Expression]) -> exp.Expre
 
 def _pair_formula(out: OutputAgg, m: Measure) -> exp.Expression:
     """COUNT(x) = N̂ = (Â + B̂)/(upper − lower); AVG(x) = lower + Σ̂(x − lower) / N̂, post-processed
-    into [lower, upper] (NULL when the noisy count is not positive)."""
+    into [lower, upper]; NULL when N̂ is below its 95% noise level (see ``_when_counted``)."""
     count = exp.column(f"{m.name}_n")
     if out.func in ("count", "count_expr"):
         return exp.cast(exp.func("greatest", exp.func("round", count), exp.Literal.number(0)), "BIGINT")
     assert m.clamp_lo is not None and m.clamp_hi is not None
-    mean = exp.Add(this=_double(m.clamp_lo), expression=exp.Div(
-        this=exp.column(f"{m.name}_a"), expression=exp.func("nullif", exp.func("greatest", count, _double(0)),
-                                                             _double(0))))
-    return exp.func("least", exp.func("greatest", mean, _double(m.clamp_lo)), _double(m.clamp_hi))
+    mean = exp.Add(this=_double(m.clamp_lo), expression=exp.Div(this=exp.column(f"{m.name}_a"),
+                                                                 expression=count.copy()))
+    clamped = exp.func("least", exp.func("greatest", mean, _double(m.clamp_lo)), _double(m.clamp_hi))
+    return _when_counted(clamped, count, pair_count_ci(m))
+
+
+def _when_counted(value: exp.Expression, count: exp.Expression, count_ci: float) -> exp.Expression:
+    """``value`` where the group's noisy count N̂ is positive and at least its 95% noise level, else
+    NULL: a group that is empty or nearly so has no meaningful mean or variance (the estimate would
+    be noise divided by noise). Post-processing of noisy values only."""
+    floor = max(count_ci, 1e-9)
+    return exp.Case(ifs=[exp.If(this=exp.GTE(this=count.copy(), expression=_double(floor)), true=value)])
+
+
+def count_floor(out: OutputAgg, plan: DPPlan) -> float | None:
+    """The noisy count below which an AVG/VAR/STDDEV cell is NULL (its 95% noise level), or None
+    for other aggregates."""
+    first = plan.measure(out.measures[0])
+    if out.func == "avg" and first.kind == "pair":
+        return pair_count_ci(first)
+    if out.func == "avg" or out.func.startswith(("var", "stddev")):
+        return plan.measure(out.measures[-1]).ci95
+    return None
 
 
 def _variance_formula(out: OutputAgg, cols: list[exp.Expression], count: exp.Expression,
@@ -177,16 +199,41 @@ def _variance_formula(out: OutputAgg, cols: list[exp.Expression], count: exp.Exp
 
 def _ci_formula(out: OutputAgg, plan: DPPlan, formula: exp.Expression) -> exp.Expression | None:
     """Per-cell 95% CI half-width: exact for counts and sums; for AVG, VAR and STDDEV a
-    delta-method approximation; None for quantiles and covariances."""
+    delta-method approximation from that group's own noisy count, at most the width of the
+    value's valid range and NULL where the value is; None for quantiles and covariances."""
     measures = [plan.measure(n) for n in out.measures]
-    if measures[0].kind == "pair":
-        return _pair_ci(out, measures[0], formula)
     if out.func in ("count", "count_expr", "count_units", "count_distinct", "sum"):
-        return _double(measures[0].ci95)
-    if out.func.startswith(("var", "stddev")):
-        return _variance_ci(out, measures, formula)
-    if out.func != "avg":
+        return _pair_ci(out, measures[0], formula) if measures[0].kind == "pair" else _double(measures[0].ci95)
+    limit = _value_range(out)
+    if limit is None:
         return None
+    if measures[0].kind == "pair":
+        spread = _pair_ci(out, measures[0], formula)
+    elif out.func.startswith(("var", "stddev")):
+        spread = _variance_ci(out, measures, formula)
+    else:
+        spread = _constant_avg_ci(measures, formula)
+    return exp.Case(ifs=[exp.If(this=exp.Not(this=exp.Is(this=formula.copy(), expression=exp.Null())),
+                                true=exp.func("least", spread, _double(limit)))])
+
+
+def _value_range(out: OutputAgg) -> float | None:
+    """The width of the range an AVG/VAR/STDDEV cell is post-processed into (a CI wider than that
+    says nothing more), or None for aggregates without a per-cell CI formula."""
+    if out.lower is None or out.upper is None:
+        return None
+    half = (out.upper - out.lower) / 2
+    if out.func == "avg":
+        return out.upper - out.lower
+    if out.func.startswith("var"):
+        return half ** 2
+    if out.func.startswith("stddev"):
+        return half
+    return None
+
+
+def _constant_avg_ci(measures: list[Measure], formula: exp.Expression) -> exp.Expression:
+    """AVG over a constant-width interval (CSUM and a count)."""
     s, n = measures
     # delta method: Var(S/N) ≈ (Var S + mean_c² Var N) / N², with CIs in place of σ (approximate)
     centred = exp.Sub(this=formula.copy(), expression=_double(s.center))
@@ -198,7 +245,7 @@ def _ci_formula(out: OutputAgg, plan: DPPlan, formula: exp.Expression) -> exp.Ex
 
 def _variance_ci(out: OutputAgg, measures: list[Measure], formula: exp.Expression) -> exp.Expression:
     """Delta-method 95% half-width of VAR = Q/N − (S/N)² (approximate): the CIs of the noisy centred
-    sum S, sum of squares Q and count N combined in quadrature; STDDEV divides by 2·sd."""
+    sum S, sum of squares Q and count N combined in quadrature; STDDEV via ``_sqrt_ci``."""
     s, q, n = measures
     count = exp.func("greatest", exp.column(n.name), _double(1))
     mean = exp.Div(this=exp.column(s.name), expression=count.copy())
@@ -212,9 +259,18 @@ def _variance_ci(out: OutputAgg, measures: list[Measure], formula: exp.Expressio
                                                   expression=exp.Mul(this=d_s, expression=d_s.copy())),
                                       expression=exp.Mul(this=d_n, expression=d_n.copy())))
     if out.func.startswith("stddev"):
-        return exp.Div(this=spread, expression=exp.func("greatest", exp.Mul(this=_double(2), expression=formula.copy()),
-                                                        _double(1e-12)))
+        return _sqrt_ci(formula, spread)
     return spread
+
+
+def _sqrt_ci(sd: exp.Expression, var_ci: exp.Expression) -> exp.Expression:
+    """STDDEV's half-width: the VAR interval [sd² − h, sd² + h] mapped through √ (monotone, so it covers
+    whenever VAR's does), the wider side. The delta method h/(2·sd) covered 79–92% in small groups."""
+    square = exp.Mul(this=sd.copy(), expression=sd.copy())
+    up = exp.Sub(this=exp.func("sqrt", exp.Add(this=square, expression=var_ci.copy())), expression=sd.copy())
+    down = exp.Sub(this=sd.copy(), expression=exp.func("sqrt", exp.func(
+        "greatest", exp.Sub(this=square.copy(), expression=var_ci.copy()), _double(0))))
+    return exp.func("greatest", up, down)
 
 
 #: 95% two-sided quantile of the sum of two independent Laplace(b) variables, in units of b:
@@ -230,9 +286,12 @@ def pair_count_ci(m: Measure) -> float:
 
 
 def _pair_ci(out: OutputAgg, m: Measure, formula: exp.Expression) -> exp.Expression:
-    """CIs from an AVG pair (approximate): the count's noise is (Z_A + Z_B)/2^PAIR_BITS; the mean's,
-    by the delta method, is ((upper − mean)·Z_A − (mean − lower)·Z_B) / ((upper − lower)·N), bounded
-    by the 95% half-width of one coordinate times √((upper − mean)² + (mean − lower)²)."""
+    """CIs from an AVG pair (approximate): the count's noise is (Z_A + Z_B)/2^PAIR_BITS; the mean's
+    error is exactly ((upper − mean)·Z_A − (mean − lower)·Z_B) / ((upper − lower)·N̂), bounded by the
+    95% half-width of one coordinate times √((upper − mean)² + (mean − lower)²). N̂ is taken at its
+    lower 95% bound (N̂ minus the count's half-width, at least 1): in a small group a noisy count that
+    came out high (which is also when the cell is released rather than NULL) makes the plain
+    delta-method CI too narrow (measured: 86% coverage in groups of 13 rows)."""
     assert m.clamp_lo is not None and m.clamp_hi is not None
     width = m.clamp_hi - m.clamp_lo
     if out.func in ("count", "count_expr"):
@@ -242,7 +301,8 @@ def _pair_ci(out: OutputAgg, m: Measure, formula: exp.Expression) -> exp.Express
     below = exp.Sub(this=formula.copy(), expression=_double(m.clamp_lo))
     spread = exp.func("sqrt", exp.Add(this=exp.Mul(this=above, expression=above.copy()),
                                       expression=exp.Mul(this=below, expression=below.copy())))
-    count = exp.func("greatest", exp.column(f"{m.name}_n"), _double(1))
+    count = exp.func("greatest", exp.Sub(this=exp.column(f"{m.name}_n"), expression=_double(pair_count_ci(m))),
+                     _double(1))
     return exp.Div(this=exp.Mul(this=_double(half / width), expression=spread), expression=count)
 
 
@@ -373,3 +433,21 @@ def column_accuracy(columns: list[OutputColumn], ci_index: list[int], cis: list[
         else:
             out.append(ColumnAccuracy(col.name, "none", 0.0, 0.0))
     return tuple(out)
+
+
+def empty_group_notes(columns: list[OutputColumn], rows: list[tuple], query: CheckedQuery,
+                      plan: DPPlan) -> tuple[str, ...]:
+    """Why AVG/VAR/STDDEV cells are NULL: one line per such column that has any (they are NULL where
+    the group's noisy count is below its 95% noise level; see ``_when_counted``)."""
+    notes = []
+    for pos, (col, item) in enumerate(zip(columns, query.select.expressions)):
+        inner = item.unalias() if isinstance(item, exp.Alias) else item
+        if not isinstance(inner, exp.AggFunc):
+            continue
+        floor = count_floor(plan.outputs[inner.meta[AGG_META]], plan)
+        empty = sum(1 for r in rows if r[pos] is None)
+        if floor is not None and empty:
+            notes.append(f"{col.name}: NULL in {empty} of {len(rows)} group{'s' if len(rows) != 1 else ''}: "
+                         f"the group's noisy count is below its 95% noise level ({floor:.3g} rows), too few "
+                         "rows to estimate it")
+    return tuple(notes)

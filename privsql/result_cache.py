@@ -65,6 +65,7 @@ def encode_result(result: QueryResult) -> bytes:
         "accuracy": [[c.column, c.mechanism, c.scale, c.ci95, c.approximate] for c in p.columns],
         "epsilon": p.epsilon,
         "delta": p.delta,
+        "notes": list(p.notes),
     }
     return json.dumps(doc, separators=(",", ":")).encode()
 
@@ -77,9 +78,10 @@ def decode_result(blob: bytes, *, analyst: str, epsilon_remaining: float, delta_
     columns = [OutputColumn(n, t) for n, t in doc["columns"]]
     rows = [tuple(_decode_value(v) for v in row) for row in doc["rows"]]
     accuracy = tuple(ColumnAccuracy(*a) for a in doc["accuracy"])
+    cell_ci = [tuple(c) for c in doc["cell_ci"]] if doc.get("cell_ci") is not None else None
     report = PrivacyReport(analyst=analyst, epsilon=0.0, delta=0.0, epsilon_remaining=epsilon_remaining,
-                           delta_remaining=delta_remaining, columns=accuracy, cached=True)
+                           delta_remaining=delta_remaining, columns=accuracy, cached=True,
+                           cell_ci=tuple(cell_ci or ()), notes=tuple(doc.get("notes", ())))
     notice = (f"privsql: free repeat of an earlier answer (originally ε={doc['epsilon']:g}); "
               f"remaining ε={epsilon_remaining:.6g}, δ={delta_remaining:.3g}")
-    cell_ci = [tuple(c) for c in doc["cell_ci"]] if doc.get("cell_ci") is not None else None
     return QueryResult(columns=columns, rows=rows, privacy=report, notices=[notice], cell_ci=cell_ci)

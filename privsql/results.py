@@ -44,6 +44,9 @@ class PrivacyReport:
     delta_remaining: float
     columns: tuple[ColumnAccuracy, ...] = ()
     cached: bool = False  # True: a free repeat of an earlier answer
+    #: per row, the 95% CI half-width of each cell (None where the cell is not noisy, NULL, or has no CI)
+    cell_ci: tuple[tuple[float | None, ...], ...] = ()
+    notes: tuple[str, ...] = ()  # e.g. why some cells are NULL
 
 
 @dataclass

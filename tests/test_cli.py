@@ -68,7 +68,9 @@ def test_json_and_csv_formats(config_path: str) -> None:
 def test_explain_spends_nothing(config_path: str) -> None:
     res = run("explain", "SELECT dept, AVG(cost) FROM visits GROUP BY dept", "-c", config_path)
     assert res.exit_code == 0, res.output
-    assert "backend sql" in res.output and "95% error" in res.output and "ε = 1" in res.output
+    assert "95% error" in res.output and "ε = 1" in res.output and "__m0" not in res.output
+    res = run("explain", "SELECT dept, AVG(cost) FROM visits GROUP BY dept", "-c", config_path, "--verbose")
+    assert "backend sql" in res.output and "measure __m0" in res.output
     res = run("budget", "-c", config_path, "--analyst", "alice")
     assert "spent 0," in res.output
 
