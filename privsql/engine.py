@@ -339,7 +339,9 @@ class Engine:
         accuracy = column_accuracy(columns, ci_index, cis, prepared.checked, plan)
         provisional = QueryResult(columns=columns, rows=rows, cell_ci=cis, privacy=PrivacyReport(
             analyst=who.name, epsilon=plan.epsilon, delta=plan.delta, epsilon_remaining=0.0, delta_remaining=0.0,
-            columns=accuracy, cell_ci=tuple(cis), notes=empty_group_notes(columns, rows, prepared.checked, plan)))
+            columns=accuracy, cell_ci=tuple(cis),
+            notes=clipping_notes(columns, prepared.checked, plan) + empty_group_notes(columns, rows,
+                                                                                     prepared.checked, plan)))
         cache = (key, encode_result(provisional)) if key is not None else None
         now = standing(who, self.store.complete(ledger_id, who.name, "answered", cache=cache))
         report = dataclasses.replace(provisional.privacy, epsilon_remaining=now.epsilon_remaining,
@@ -635,6 +637,38 @@ def reference_sd(out: OutputAgg) -> float:
     return (out.upper - out.lower) / 4
 
 
+#: aggregates that add up rows or people, so dropping a person's extra rows or groups lowers them
+_TOTALS = (*_COUNTS, "sum")
+
+
+def clipping_bias(out: OutputAgg, plan: DPPlan) -> str | None:
+    """Why a COUNT/SUM column may be biased by the contribution bounds, or None. From the plan and
+    config only (it says what the bounds could do, not what they did), so it reveals nothing."""
+    if out.func not in _TOTALS:
+        return None
+    rows = plan.per_person and out.func != "count_units"  # COUNT(DISTINCT unit) counts a person once anyway
+    caps = ([f"at most {plan.max_rows} row(s) per group (max_rows)"] if rows else []) + \
+        ([f"in at most {plan.max_groups} group(s) (max_groups)"] if plan.bound_groups else [])
+    if not caps:
+        return None
+    more = " or ".join((["rows"] if rows else []) + (["groups"] if plan.bound_groups else []))
+    low = " low" if out.func != "sum" or (out.lower is not None and out.lower >= 0) else ""  # mixed signs: either way
+    return f"may be biased{low}: each person counts {' and '.join(caps)}, so totals miss what people have beyond that"
+
+
+def clipping_notes(columns: list[OutputColumn], query: CheckedQuery, plan: DPPlan) -> tuple[str, ...]:
+    """One note per COUNT/SUM output column the contribution bounds could bias (``clipping_bias``)."""
+    from privsql.sql.validate import AGG_META
+
+    notes = []
+    for col, item in zip(columns, query.select.expressions):
+        inner = item.unalias() if isinstance(item, exp.Alias) else item
+        bias = clipping_bias(plan.outputs[inner.meta[AGG_META]], plan) if isinstance(inner, exp.AggFunc) else None
+        if bias is not None:
+            notes.append(f"{col.name}: {bias}")
+    return tuple(notes)
+
+
 def _no_target_message(plan: DPPlan, reference_rows: int | None) -> str:
     """Why a query has no column a target error can be met for, and what to use instead."""
     if not reference_rows and any(o.func.startswith(("avg", "var")) for o in plan.outputs):
@@ -667,9 +701,11 @@ def _column_error(node: exp.Expression, plan: DPPlan) -> str:
                 "dense, more where it is sparse; no CI")
     if out.func in ("covar_pop", "covar_samp", "corr"):
         return "computed from noisy centred sums (post-processing): no CI, its error depends on the data"
-    if out.func in _COUNTS or out.func == "sum":
+    if out.func in _TOTALS:
         free = " (the AVG pair's count, free with the AVG)" if first.kind == "pair" else ""
-        return f"{first.mechanism.capitalize()} noise, 95% error ±{rounded_ci(error_at(out, plan, 1) or 0.0)}{free}"
+        bias = clipping_bias(out, plan)
+        return (f"{first.mechanism.capitalize()} noise, 95% error ±{rounded_ci(error_at(out, plan, 1) or 0.0)}{free}"
+                + (f"; {bias}" if bias else ""))
     if out.func == "avg" and first.kind != "pair":
         return f"AVG over a constant interval: exact where the group has rows{empty}"
     if out.func == "avg" or out.func.startswith("var"):

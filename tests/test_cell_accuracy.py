@@ -193,3 +193,26 @@ def test_values_rounded_to_their_ci(value: object, ci: float | None, text: str) 
 def test_readable_numbers() -> None:
     assert readable(2.996e6) == "2,996,000" and rounded_ci(2.996e6) == "3,000,000"
     assert readable(1e20) == "1.00000e+20" and readable(-0.5) == "-0.5" and rounded_ci(4.11) == "4.1"
+
+
+def test_clipping_bias_is_flagged_from_the_config_alone(engine: Engine) -> None:
+    from privsql.engine import clipping_notes
+
+    def notes(sql: str) -> tuple[str, ...]:
+        prepared = engine.prepare(sql, epsilon=1.0)
+        return clipping_notes(prepared.columns, prepared.checked, prepared.plan)
+
+    (n, total, people) = notes("SELECT dept, COUNT(*) AS n, SUM(cost) AS total, COUNT(DISTINCT pid) AS people "
+                               "FROM visits GROUP BY dept")
+    assert n.startswith("n: may be biased low: each person counts at most 5 row(s) per group (max_rows) and in "
+                        "at most 2 group(s) (max_groups)")
+    assert total.startswith("total: may be biased low")
+    assert "max_rows" not in people and "max_groups" in people  # a person is counted once per group anyway
+    assert notes("SELECT COUNT(*), SUM(income) FROM people") == ()  # one row per person: nothing is dropped
+    assert notes("SELECT dept, AVG(cost) FROM visits GROUP BY dept") == ()
+    # two departments: a person can touch at most 2 groups, so max_groups cannot bind
+    assert "max_groups" not in notes("SELECT dept, COUNT(*) FROM visits WHERE dept IN ('oncology', 'radiology') "
+                                     "GROUP BY dept")[0]
+    result = engine.execute("SELECT COUNT(*) AS n FROM visits", analyst="alice", epsilon=1.0)
+    assert result.privacy.notes[0].startswith("n: may be biased low")
+    assert "may be biased low" in dict(engine.explain("SELECT COUNT(*) AS n FROM visits").rows)["column n = COUNT(*)"]
