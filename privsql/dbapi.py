@@ -910,8 +910,10 @@ class Cursor:
     @property
     def privacy(self) -> PrivacyReport | None:
         """After a DP answer: ``epsilon``/``delta`` spent, ``epsilon_remaining``/``delta_remaining``,
-        and for each output column its mechanism, noise ``scale`` and ``ci95`` half-width. None before
-        a query and for statements that read no private data."""
+        for each output column its mechanism, noise ``scale`` and typical ``ci95`` half-width,
+        ``cell_ci`` (per row, each cell's own 95% half-width or None) and ``notes`` (why cells are
+        NULL, which columns the contribution bounds may bias). None before a query and for
+        statements that read no private data."""
         return None if self._result is None else self._result.privacy
 
     @property

@@ -651,7 +651,6 @@ def clipping_bias(out: OutputAgg, plan: DPPlan) -> str | None:
         ([f"in at most {plan.max_groups} group(s) (max_groups)"] if plan.bound_groups else [])
     if not caps:
         return None
-    more = " or ".join((["rows"] if rows else []) + (["groups"] if plan.bound_groups else []))
     low = " low" if out.func != "sum" or (out.lower is not None and out.lower >= 0) else ""  # mixed signs: either way
     return f"may be biased{low}: each person counts {' and '.join(caps)}, so totals miss what people have beyond that"
 

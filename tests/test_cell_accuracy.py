@@ -18,10 +18,11 @@ import duckdb
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import ROOT, sample_config
+from test_domain_trim import sample_engine
 
 import privsql
 import privsql.engine as engine_module
-from conftest import ROOT, sample_config
 from privsql.cli import main, render_table
 from privsql.display import readable, rounded_ci, with_ci
 from privsql.engine import Engine, error_at, release
@@ -35,10 +36,7 @@ CLAMPED_INCOME = "LEAST(GREATEST(income, 0), 500000)"
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    e = Engine(sample_config(tmp_path_factory.mktemp("cells"), analysts={"alice": {"epsilon": 1e6, "delta": 0.5}},
-                             cache={"enabled": False}))
-    yield e
-    e.close()
+    yield from sample_engine(tmp_path_factory)
 
 
 def seeded_laplace(rng: np.random.Generator):  # noqa: ANN201

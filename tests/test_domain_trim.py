@@ -9,15 +9,14 @@ must never add a value, and the release must still be exactly that domain on nei
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from sqlglot import parse_one
-
 from conftest import sample_config
+from sqlglot import parse_one
+from test_redteam2 import check_neighbours, exact_measures, neighbour_engines
+
 from privsql.engine import Engine
 from privsql.sql.domains import is_key_test
-from test_redteam2 import X, base_t, base_u, build_engine, check_neighbours, exact_measures, hostile_t
 
 AGES = tuple(range(101))
 DEPTS = ("cardiology", "dermatology", "emergency", "oncology", "pediatrics", "radiology")
@@ -25,10 +24,20 @@ DEPTS = ("cardiology", "dermatology", "emergency", "oncology", "pediatrics", "ra
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    e = Engine(sample_config(tmp_path_factory.mktemp("trim"), analysts={"alice": {"epsilon": 1e6, "delta": 0.5}},
+    yield from sample_engine(tmp_path_factory)
+
+
+def sample_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """The sample data, a budget that never runs out, no free repeats."""
+    e = Engine(sample_config(tmp_path_factory.mktemp("sample"), analysts={"alice": {"epsilon": 1e6, "delta": 0.5}},
                              cache={"enabled": False}))
     yield e
     e.close()
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Engine, Engine]]:
+    yield from neighbour_engines(tmp_path_factory.mktemp("trim_pair"))
 
 
 def domains(engine: Engine, sql: str) -> list[tuple | None]:
@@ -132,16 +141,6 @@ TRIMMED_QUERIES = [
     ("empty", "SELECT k, COUNT(*) FROM t WHERE k = 'zz' GROUP BY k", []),
     ("empty_open_key_beside", "SELECT k, g, COUNT(*) FROM t WHERE k = 'zz' GROUP BY k, g", None),
 ]
-
-
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Engine, Engine]]:
-    root = tmp_path_factory.mktemp("trim_pair")
-    without = build_engine(root / "d", base_t(), base_u())
-    with_x = build_engine(root / "dx", base_t() + hostile_t(), base_u() + [(X, "a", "1e300", 5)])
-    yield without, with_x
-    without.close()
-    with_x.close()
 
 
 @pytest.mark.parametrize("sql, released", [pytest.param(q, r, id=i) for i, q, r in TRIMMED_QUERIES])

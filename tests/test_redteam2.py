@@ -113,7 +113,11 @@ def build_engine(tmp: Path, t_rows: list[tuple[Any, ...]], u_rows: list[tuple[An
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Engine, Engine]]:
-    root = tmp_path_factory.mktemp("redteam2")
+    yield from neighbour_engines(tmp_path_factory.mktemp("redteam2"))
+
+
+def neighbour_engines(root: Path) -> Iterator[tuple[Engine, Engine]]:
+    """Engines over D and D + X (closed afterwards)."""
     without = build_engine(root / "d", base_t(), base_u())
     with_x = build_engine(root / "dx", base_t() + hostile_t(), base_u() + [(X, "a", "1e300", 5)])
     yield without, with_x
