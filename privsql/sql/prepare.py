@@ -102,7 +102,9 @@ def prepare_row_expr(expr: exp.Expression, table: TableMeta | None, target: SqlT
 ColumnLookup = Callable[[exp.Column], ColumnMeta | None]
 #: the range every backend can convert and truncate: years 1..9999
 TEMPORAL_RANGE = {"date": ("0001-01-01", "9999-12-31"),
-                  "timestamp": ("0001-01-01 00:00:00", "9999-12-31 23:59:59.999999")}
+                  # a day of slack: drivers (pyspark) convert timestamps to the local time zone, which
+                  # must not carry 0001-01-01 00:00 into year 0
+                  "timestamp": ("0001-01-02 00:00:00", "9999-12-30 23:59:59.999999")}
 #: characters of a text column kept where it is concatenated (a backend caps one value at 1 GB)
 MAX_CONCAT_CHARS = 65_536
 #: nodes after which a float column is converted to NUMERIC everywhere in the expression (PostgreSQL)
