@@ -5,10 +5,11 @@ spliced into the SQL text, so a parameter value can never change the shape of
 the query (no injection through parameters).
 
 Parsing is bounded before and while it runs (sqlglot's parser is recursive and
-backtracks): the text is at most ``MAX_STATEMENT_BYTES`` (54000), its tokens
-nest at most ``MAX_NESTING`` levels and the tree is at most ``MAX_TREE_DEPTH``
-deep (54001), and parsing stops after ``PARSE_TIME_LIMIT`` seconds (54001) or
-when the statement is cancelled (57014, see :mod:`privsql.cancel`).
+backtracks): the text is at most ``MAX_STATEMENT_BYTES`` and ``MAX_TOKENS``
+(54000, checked without tokenizing), its tokens nest at most ``MAX_NESTING``
+levels and its tree is at most ``MAX_TREE_DEPTH`` deep (54001), and parsing
+stops after ``PARSE_TIME_LIMIT`` seconds (54001) or when the statement is
+cancelled (57014, see :mod:`privsql.cancel`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import datetime as dt
 import decimal
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
 from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import ParseError, TokenError
@@ -27,12 +29,19 @@ from sqlglot.tokens import Token, TokenType
 
 from privsql.cancel import TimeLimitExceeded, interruptible
 from privsql.errors import (
-    InvalidParameter, QuerySyntaxError, StatementTooComplex, StatementTooLarge, UnsupportedQuery,
+    InvalidParameter,
+    QuerySyntaxError,
+    StatementTooComplex,
+    StatementTooLarge,
+    UnsupportedQuery,
 )
 
 INPUT_DIALECT = "postgres"
 #: longest statement text accepted, in UTF-8 bytes (the wire server may set a lower limit)
 MAX_STATEMENT_BYTES = 1 << 20
+#: most tokens (words, numbers, symbols; counted before parsing) a statement may have: parsing
+#: costs ~25 µs and several Python objects per token, which the garbage collector must then walk
+MAX_TOKENS = 20_000
 #: nesting levels (parentheses, CASE, prefix NOT/-) a statement may have: sqlglot's parser uses
 #: about 25 Python frames per level, so this keeps it far from the recursion limit
 MAX_NESTING = 32
@@ -84,11 +93,35 @@ def _unterminated(sql: str) -> tuple[int | None, str | None]:
 
 
 def check_size(sql: str, limit: int = MAX_STATEMENT_BYTES) -> None:
-    """Refuse a statement longer than ``limit`` UTF-8 bytes (54000)."""
-    size = len(sql) if len(sql) * 4 <= limit else len(sql.encode("utf-8", "surrogatepass"))
-    if size > limit:
-        raise StatementTooLarge(f"statement too large: {size:,} bytes (the limit is {limit:,})",
+    """Refuse a statement longer than ``limit`` UTF-8 bytes or with more than MAX_TOKENS tokens (54000)."""
+    data = sql.encode("utf-8", "surrogatepass")
+    if len(data) > limit:
+        raise StatementTooLarge(f"statement too large: {len(data):,} bytes (the limit is {limit:,})",
                                 hint="send a shorter statement, e.g. fewer IN-list values")
+    tokens = estimated_tokens(data)
+    if tokens > MAX_TOKENS:
+        raise StatementTooLarge(f"statement too large: about {tokens:,} tokens (the limit is {MAX_TOKENS:,})",
+                                hint="send a shorter statement, e.g. fewer IN-list values")
+
+
+def _byte_class(member: Callable[[int], bool]) -> bytes:
+    """A bytes.translate table mapping member bytes to 1 and the others to 0."""
+    return bytes(1 if member(b) else 0 for b in range(256))
+
+
+#: bytes of names and numbers (every byte of a multi-byte UTF-8 character counts as one), and blanks
+_WORD_BYTES = _byte_class(lambda b: b >= 128 or chr(b).isalnum() or chr(b) in "_$.")
+_OTHER_BYTES = _byte_class(lambda b: not (b >= 128 or chr(b).isalnum() or chr(b) in "_$." or chr(b).isspace()))
+
+
+def estimated_tokens(data: bytes) -> int:
+    """An upper bound on a statement's tokens without tokenizing it (~2 ms per MB): runs of
+    name/number bytes count once, every other non-blank byte counts once."""
+    if len(data) <= MAX_TOKENS:
+        return len(data)
+    word = np.frombuffer(data.translate(_WORD_BYTES), dtype=bool)
+    runs = int(word[0]) + int(np.count_nonzero(word[1:] > word[:-1]))
+    return runs + data.translate(_OTHER_BYTES).count(1)
 
 
 def nesting_depth(tokens: Sequence[Token]) -> int:
@@ -168,8 +201,11 @@ def parse_statement(sql: str, *, dialect: str = INPUT_DIALECT) -> exp.Expression
     if len(trees) > 1:
         raise UnsupportedQuery("privsql answers one statement at a time; this text holds "
                                f"{len(trees)} statements")
+    tree = trees[0]
+    for node in tree.walk():  # comments carry no meaning, but would make `sex -- note` differ from `sex`
+        node.comments = None
     # PostgreSQL rules: unquoted identifiers (names, aliases) fold to lower case
-    return normalize_identifiers(trees[0], dialect=dialect)
+    return normalize_identifiers(tree, dialect=dialect)
 
 
 def _placeholders(tree: exp.Expression) -> list[exp.Expression]:
