@@ -283,7 +283,7 @@ def test_statement_timeout(tmp_path, schema, store, backend: dict) -> None:
 
 
 def test_concurrent_queries_share_the_pool(tmp_path, schema, store) -> None:
-    engine = make_engine(tmp_path, schema, store, pool_max_size=2)
+    engine = make_engine(tmp_path, schema, store, pool_max_size=2, pool_timeout=60)  # waits, never times out
     try:
         threads = [run_in_thread(engine, 0.1) for _ in range(6)]
         for t, _ in threads:
