@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command for every benchmark; prints markdown to stdout (paste into bench/RESULTS.md).
-#   bash bench/run_all.sh            # core, backends (DuckDB + PostgreSQL + Spark), wire, accuracy vs smartnoise-sql
+#   bash bench/run_all.sh            # core, backends (DuckDB + PostgreSQL + Spark), wire, load, accuracy vs smartnoise-sql
 # Needs PostgreSQL at 127.0.0.1:5432 for the backends figures; the accuracy comparison installs
 # smartnoise-sql into its own venv (bench/.venv-peers) on first use.
 set -euo pipefail
@@ -19,6 +19,9 @@ $PY bench/bench_backends.py
 echo
 echo "## Wire protocol"
 $PY bench/bench_wire.py
+echo
+echo "## Load: one analyst's pathological statements against another's latency"
+$PY bench/bench_load.py || echo "(bench_load.py: a load target was missed; see its figures above)"
 echo
 echo "## Accuracy against smartnoise-sql"
 [ -x bench/.venv-peers/bin/python ] || bash bench/setup_peers.sh

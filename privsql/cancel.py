@@ -33,13 +33,20 @@ SHUTDOWN = "canceling statement due to server shutdown"
 BUDGET_NOTE = "; its budget stays spent"
 
 _current: ContextVar[CancelScope | None] = ContextVar("privsql_cancel_scope", default=None)
+_held = threading.local()  # the gate this thread holds, if any
 
 
 class CancelScope:
-    """The cancellation state and deadline of one statement; thread-safe."""
+    """The cancellation state and deadline of one statement; thread-safe.
 
-    def __init__(self, timeout: float | None = None) -> None:
+    ``gate``, when given, is held while the statement runs :func:`interruptible` work: the wire
+    server gives all of one analyst's statements the same one-slot gate, so an analyst parses in
+    one thread at a time. Python runs one thread at a time anyway (the GIL), so this costs the
+    analyst nothing, and keeps one analyst's parsing from crowding out everyone else's."""
+
+    def __init__(self, timeout: float | None = None, *, gate: threading.Semaphore | None = None) -> None:
         self.deadline = time.monotonic() + timeout if timeout else None
+        self.gate = gate
         self._reason: str | None = None
         self._lock = threading.Lock()
         self._interrupts: dict[int, Callable[[], None]] = {}
@@ -220,12 +227,34 @@ def interruptible(fn: Callable[[], T], *, limit: float | None = None) -> T:
 
     Only code run here may be interrupted, never the caller's: an interruption not yet raised
     is withdrawn before this returns. Whoever owns the scope cancels it at its deadline (the
-    wire server does)."""
+    wire server does). The work runs holding the scope's gate, if it has one."""
     scope = _current.get()
+    if scope is None and limit is None:
+        return fn()
+    with _through_gate(scope):
+        return _interruptible(fn, scope, limit)
+
+
+@contextlib.contextmanager
+def _through_gate(scope: CancelScope | None) -> Iterator[None]:
+    """Hold the scope's gate for the block (waiting for it until the scope is cancelled)."""
+    gate = scope.gate if scope is not None else None
     if scope is not None:
         scope.check()
-    elif limit is None:
-        return fn()
+    if gate is None or getattr(_held, "gate", None) is gate:
+        yield
+        return
+    while not gate.acquire(timeout=0.05):
+        scope.check()  # type: ignore[union-attr]
+    _held.gate = gate
+    try:
+        yield
+    finally:
+        _held.gate = None
+        gate.release()
+
+
+def _interruptible(fn: Callable[[], T], scope: CancelScope | None, limit: float | None) -> T:
     interrupter = _Interrupter()
     timer = threading.Timer(limit, interrupter.fire, (_OverLimit,)) if limit else None
     scoped = scope.interrupting(lambda: interrupter.fire(_Interrupted)) if scope is not None \

@@ -23,11 +23,22 @@ from sqlglot import exp
 
 from privsql.cancel import guard
 from privsql.errors import (
-    PrivsqlError, QuerySyntaxError, StatementTooLarge, UndefinedColumn, UndefinedTable, UnsupportedQuery,
+    PrivsqlError,
+    QuerySyntaxError,
+    StatementTooLarge,
+    UndefinedColumn,
+    UndefinedTable,
+    UnsupportedQuery,
 )
 from privsql.server import types as pgt
 from privsql.server.catalog_schema import (
-    DATABASE_OID, FIRST_TABLE_OID, INFO_SCHEMA, NAMESPACE_OIDS, OWNER_NAME, OWNER_OID, PG_CATALOG,
+    DATABASE_OID,
+    FIRST_TABLE_OID,
+    INFO_SCHEMA,
+    NAMESPACE_OIDS,
+    OWNER_NAME,
+    OWNER_OID,
+    PG_CATALOG,
 )
 from privsql.server.outcome import Column
 from privsql.server.session import DEFAULTS, VERSION_STRING

@@ -7,6 +7,7 @@ The lead registers them on the CLI group with ``main.add_command(serve)`` and
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import re
@@ -28,7 +29,7 @@ def _config_path(path: str | None) -> Path:
 
 #: Python's GIL switch interval while serving: short, so the event loop gets the GIL back quickly
 #: from worker threads parsing or planning (latency of other sessions under load)
-SWITCH_INTERVAL = 0.001
+SWITCH_INTERVAL = float(os.environ.get("PRIVSQL_SWITCH_INTERVAL", "0.001"))
 
 
 async def _serve(config: Path, host: str | None, port: int | None, overrides: dict[str, Any]) -> None:
@@ -40,6 +41,7 @@ async def _serve(config: Path, host: str | None, port: int | None, overrides: di
     settings = load_settings(engine.config.raw.get("server"), host=host, port=port, **overrides)
     server = WireServer(engine, settings)
     await server.start()
+    gc.freeze()  # start-up objects (engine, parser tables) never need walking again: shorter GC pauses
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

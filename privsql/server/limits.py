@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 from privsql.cancel import CancelScope
 from privsql.errors import TooManyStatements
@@ -10,12 +11,20 @@ from privsql.errors import TooManyStatements
 
 class AnalystSlots:
     """At most ``limit`` statements per analyst run at once; one more waits up to ``wait`` seconds
-    (never past its own deadline) for a slot, then gets 53300. Used on the event loop only."""
+    (never past its own deadline) for a slot, then gets 53300. Used on the event loop only.
+
+    Each analyst also has one parse gate (see :class:`privsql.cancel.CancelScope`): their
+    statements parse one at a time, in whichever worker threads they run."""
 
     def __init__(self, limit: int, wait: float) -> None:
         self.limit = limit
         self.wait = wait
         self._slots: dict[str, asyncio.Semaphore] = {}
+        self._gates: dict[str, threading.Semaphore] = {}
+
+    def gate(self, analyst: str) -> threading.Semaphore:
+        """The analyst's parse gate."""
+        return self._gates.setdefault(analyst, threading.Semaphore(1))
 
     async def acquire(self, analyst: str, scope: CancelScope) -> None:
         """Take one of ``analyst``'s slots; raises TooManyStatements, or QueryCanceled past the deadline."""

@@ -25,7 +25,7 @@ from typing import Any, Callable, Container, Generator
 from privsql.errors import PrivsqlError
 from privsql.server import messages as m
 from privsql.server import types as pgt
-from privsql.server.auth import AUTH_FAILED_SQLSTATE, MECHANISM, AuthFailed, Authenticator
+from privsql.server.auth import AUTH_FAILED_SQLSTATE, MECHANISM, Authenticator, AuthFailed
 from privsql.server.catalog import SessionValues
 from privsql.server.executor import Executor, guarded
 from privsql.server.outcome import Column, Outcome

@@ -16,6 +16,7 @@ only a cache lookup (:meth:`Router.cached`) is cheap enough for the event loop.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from typing import Mapping
@@ -38,6 +39,8 @@ from privsql.sql.parse import MAX_STATEMENT_BYTES, PARSE_TIME_LIMIT, check_size,
 PLAN_CACHE_ENTRIES = 2048
 PLAN_CACHE_BYTES = 32 << 20
 _AST_BYTES_PER_CHAR = 100
+#: longest session/transaction statement planned on the event loop (no worker, no analyst slot)
+QUICK_UTILITY_CHARS = 512
 
 _EXPLAIN = re.compile(
     r"^\s*explain\b\s*(?:\([^()]*\)\s*|(?:analy[sz]e|verbose|costs|buffers|settings)\b\s*)*",
@@ -171,8 +174,15 @@ class Router:
         self._plans = BoundedLRU(PLAN_CACHE_ENTRIES, PLAN_CACHE_BYTES)
 
     def cached(self, sql: str) -> Planned | None:
-        """The message's plans if planned before (cheap: safe on the event loop)."""
-        return self._plans.get(sql)
+        """The message's plans without parsing (cheap: safe on the event loop): planned before, or
+        one short session/transaction statement (SET, SHOW, BEGIN, ...), which needs no worker."""
+        planned = self._plans.get(sql)
+        statement = sql.rstrip().rstrip(";")
+        if planned is None and len(sql) <= QUICK_UTILITY_CHARS and ";" not in statement:
+            with contextlib.suppress(PrivsqlError):  # a malformed one is planned (and refused) in a worker
+                plan = self._utility(statement)
+                planned = [(0, plan)] if plan is not None else None
+        return planned
 
     def plan_message(self, sql: str) -> Planned:
         """Split a simple-query message and plan each statement (parses: run it off the event loop)."""
@@ -211,12 +221,18 @@ class Router:
         types = infer_param_types(ast, self._columns) if ast is not None else (0,) * count_params(sql)
         return Plan("engine", sql, param_types=types)
 
-    def _plan(self, sql: str) -> Plan:
+    @staticmethod
+    def _utility(sql: str) -> Plan | None:
+        """The plan of an empty or session/transaction statement; None for anything else."""
         if not sql.strip():
             return Plan("empty", sql)
         utility = parse_utility(sql)
-        if utility is not None:
-            return Plan("utility", sql, utility=utility)
+        return Plan("utility", sql, utility=utility) if utility is not None else None
+
+    def _plan(self, sql: str) -> Plan:
+        quick = self._utility(sql)
+        if quick is not None:
+            return quick
         explained = _EXPLAIN.match(sql)
         if explained and explained.end() > 0 and sql.lstrip()[:7].lower() == "explain":
             target = sql[explained.end():]

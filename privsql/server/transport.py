@@ -36,7 +36,13 @@ from privsql.server.catalog import ShadowCatalog, schema_from_config
 from privsql.server.executor import Executor
 from privsql.server.limits import AnalystSlots
 from privsql.server.protocol import (
-    Call, CancelTarget, Connection, Receive, ReceiveTimeout, Send, StartTLS,
+    Call,
+    CancelTarget,
+    Connection,
+    Receive,
+    ReceiveTimeout,
+    Send,
+    StartTLS,
 )
 from privsql.server.router import Router
 from privsql.server.settings import ServerSettings
@@ -234,7 +240,7 @@ class WireServer:
         """Run one statement's work in the pool under its own cancel scope."""
         if self.closing:
             return None, AdminShutdown("the server is shutting down; no new statements are started")
-        scope = CancelScope(action.timeout)
+        scope = CancelScope(action.timeout, gate=self.slots.gate(action.owner))
         try:
             await self.slots.acquire(action.owner, scope)
         except PrivsqlError as exc:
@@ -251,8 +257,10 @@ class WireServer:
             self._interrupt(live, cancel.SHUTDOWN)
             raise
         finally:
-            watcher.cancel()
             live.scope = None
+            watcher.cancel()
+            # let it finish: until then the reader still counts it as waiting and refuses another read
+            await asyncio.gather(watcher, return_exceptions=True)
 
     def _done(self, owner: str) -> None:
         """The work really stopped: give back the analyst's slot."""
