@@ -29,7 +29,7 @@ def _config_path(path: str | None) -> Path:
 
 #: Python's GIL switch interval while serving: short, so the event loop gets the GIL back quickly
 #: from worker threads parsing or planning (latency of other sessions under load)
-SWITCH_INTERVAL = float(os.environ.get("PRIVSQL_SWITCH_INTERVAL", "0.001"))
+SWITCH_INTERVAL = 0.001
 
 
 async def _serve(config: Path, host: str | None, port: int | None, overrides: dict[str, Any]) -> None:
