@@ -23,17 +23,18 @@ def _decimals(magnitude: float, digits: int) -> int:
     return digits - 1 - math.floor(math.log10(magnitude))
 
 
-def _fixed(value: float, decimals: int) -> str:
+def _fixed(value: float, decimals: int, grouping: bool = True) -> str:
     """``value`` rounded to ``decimals`` places (negative: to tens, hundreds, ...), with separators."""
     if decimals < 0:
         value = round(value, decimals)
         decimals = 0
-    text = f"{value:,.{decimals}f}"
+    text = f"{value:{',' if grouping else ''}.{decimals}f}"
     return "0" if text.lstrip("-").strip("0.,") == "" else text
 
 
-def readable(value: float, digits: int = PLAIN_DIGITS) -> str:
-    """A number with ``digits`` significant digits, in fixed notation for ordinary magnitudes."""
+def readable(value: float, digits: int = PLAIN_DIGITS, *, grouping: bool = True) -> str:
+    """A number with ``digits`` significant digits, in fixed notation for ordinary magnitudes
+    (``grouping``: with thousands separators)."""
     if not math.isfinite(value):
         return str(value)
     magnitude = abs(value)
@@ -41,7 +42,7 @@ def readable(value: float, digits: int = PLAIN_DIGITS) -> str:
         return "0"
     if magnitude >= LARGE or magnitude < SMALL:
         return f"{value:.{digits - 1}e}"
-    text = _fixed(value, max(0, _decimals(magnitude, digits)))
+    text = _fixed(value, max(0, _decimals(magnitude, digits)), grouping)
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
@@ -65,8 +66,8 @@ def with_ci(value: Any, ci: float | None) -> str:
         return "NULL"
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return str(value)
-    if ci is None or not math.isfinite(ci) or ci <= 0:
-        return readable(float(value)) if isinstance(value, float) else f"{value:,}"
+    if ci is None or not math.isfinite(ci) or ci <= 0:  # a key (a year, a code) or an exact value: no separators
+        return readable(float(value), grouping=False) if isinstance(value, float) else str(value)
     if abs(value) >= LARGE or ci >= LARGE or ci < SMALL:
         return f"{readable(float(value))} ±{rounded_ci(ci)}"
     places = ci_decimals(ci)

@@ -181,7 +181,9 @@ def test_target_error_for_avg(engine: Engine) -> None:
     (71128, 60.2, "71,128 ±60"),
     (0.123456, 0.0123, "0.123 ±0.012"),
     (2.5, None, "2.5"),
-    (1234567.891, None, "1,234,568"),
+    (1234567.891, None, "1234568"),
+    (2024, None, "2024"),  # a key column (a year): exact, printed as is
+    (2024.0, None, "2024"),
     (None, 3.0, "NULL"),
 ])
 def test_values_rounded_to_their_ci(value: object, ci: float | None, text: str) -> None:
