@@ -33,6 +33,7 @@ from sqlglot import exp
 from privsql.accounting import BudgetStore, Cost, LedgerEntry, open_store
 from privsql.accounting.policy import limits_for, mechanism_for, standing
 from privsql.backends.base import Backend
+from privsql.cancel import check_current
 from privsql.config import AnalystConfig, Config, TableMeta, load_config
 from privsql.display import readable, rounded_ci
 from privsql.errors import (
@@ -40,7 +41,7 @@ from privsql.errors import (
     InvalidParameter,
     PrivsqlError,
     QueryCanceled,
-    QuerySyntaxError,
+    StatementTooComplex,
     UnknownAnalyst,
     UnsupportedQuery,
 )
@@ -217,7 +218,7 @@ class Engine:
                 prepared.columns = self._check_output(prepared)
             return prepared
         except RecursionError:
-            raise QuerySyntaxError("the query is nested too deeply") from None
+            raise StatementTooComplex("statement too complex: the query is nested too deeply") from None
         except ArithmeticError as exc:  # planning reads no data: its numbers come from the query and config
             raise UnsupportedQuery(f"cannot plan this query: a number in it is out of range ({exc})") from None
 
@@ -314,6 +315,7 @@ class Engine:
                 return cached
         backend_sql = self.backend_sql(prepared, salt=secrets.randbits(63)) if plan.bound_groups else plan_sql
         cost = Cost(epsilon=0.0 if plan.mechanism == "gaussian" else plan.epsilon, delta=plan.delta, rho=plan.rho)
+        check_current()  # cancelled while planning: refused before the reservation, so not charged
         ledger_id = self.store.reserve(who.name, cost, limits_for(who), sql_hash=prepared.sql_hash,
                                        sql_text=prepared.sql)
         try:
