@@ -124,6 +124,11 @@ def normalize_name(ident: exp.Expression | str | None) -> str:
     return str(ident).lower()
 
 
+def alias_names(tree: exp.Select) -> set[str]:
+    """The select list's output aliases, quoted ones keeping their case (PostgreSQL rules)."""
+    return {normalize_name(item.args["alias"]) for item in tree.expressions if isinstance(item, exp.Alias)}
+
+
 def configured_table(source: exp.Expression, config: Config,
                      virtual: TableMeta | None = None) -> tuple[TableMeta, str | None]:
     """A FROM/JOIN item → (configured table or ``virtual``, its alias or None).
@@ -311,7 +316,7 @@ def _group_keys(tree: exp.Select, scope: _Scope) -> list[GroupKey]:
     if group.args.get("rollup") or group.args.get("cube") or group.args.get("grouping_sets"):
         raise UnsupportedQuery("ROLLUP, CUBE and GROUPING SETS are not supported")
     items = tree.expressions
-    aliases = {item.alias.lower(): item.this for item in items if isinstance(item, exp.Alias)}
+    aliases = {normalize_name(item.args["alias"]): item.this for item in items if isinstance(item, exp.Alias)}
     keys: list[GroupKey] = []
     for expr in group.expressions:
         ordinal = literal_number(expr)
@@ -319,9 +324,9 @@ def _group_keys(tree: exp.Select, scope: _Scope) -> list[GroupKey]:
             if not ordinal.is_integer() or not 1 <= ordinal <= len(items):
                 raise UnsupportedQuery(f"GROUP BY position {expr.sql()} is not in the select list")
             expr = items[int(ordinal) - 1].unalias()
-        elif isinstance(expr, exp.Column) and not expr.table and expr.name.lower() in aliases \
-                and expr.name.lower() not in scope.table.columns:
-            expr = aliases[expr.name.lower()]
+        elif isinstance(expr, exp.Column) and not expr.table and normalize_name(expr.this) in aliases \
+                and normalize_name(expr.this) not in scope.table.columns:
+            expr = aliases[normalize_name(expr.this)]
         if expr.find(exp.AggFunc):
             raise PrivacyRefused(f"aggregates are not allowed in GROUP BY: {snippet(expr)}")
         info = RowExprChecker(scope.resolve, context="GROUP BY").check(expr)
@@ -411,7 +416,7 @@ def check_query(tree: exp.Expression, config: Config, virtual: TableMeta | None 
         where_expr = strip_qualifiers(where.this)
     keys = _group_keys(tree, scope)
     collector = _AggregateCollector(scope)
-    aliases = {item.alias.lower() for item in tree.expressions if isinstance(item, exp.Alias)}
+    aliases = alias_names(tree)
     for item in tree.expressions:
         _check_output(item.unalias() if isinstance(item, exp.Alias) else item, "SELECT", keys, collector, aliases)
     having = tree.args.get("having")
