@@ -62,8 +62,9 @@ def prepare_row_expr(expr: exp.Expression, table: TableMeta | None, target: SqlT
       raise on some backends, and only for the rows that hold them — also in implicit conversions,
       e.g. COALESCE(date_col, <timestamp>), and when fetched as a group key);
     * the digits of ROUND(x, n) are a plain integer literal (never converted to the safe type);
-    * on DOUBLE backends, number literals with a fraction are DOUBLE (DuckDB would otherwise compare
-      a BIGINT column with ``0.000…01`` by casting the column to DECIMAL(38, 30), which overflows);
+    * on DOUBLE backends, number literals with a fraction or more than 15 digits are DOUBLE (DuckDB
+      would otherwise compare a BIGINT column with ``0.000…01`` as DECIMAL(38, 30), which overflows,
+      and Spark cannot hold a 39-digit literal as a DECIMAL);
     * text columns that feed a concatenation are cut to ``MAX_CONCAT_CHARS`` characters
       (a chain of 1 MB strings must not reach a backend's string size limit);
     * every operand of arithmetic is computed in the backend's safe type (DOUBLE saturates to
@@ -188,10 +189,22 @@ def _in_round_places(node: exp.Expression) -> bool:
     return False
 
 
+#: digits a non-integer (or beyond-int64) number literal may keep as written on a DOUBLE backend;
+#: longer ones are written in exponent form (Spark reads ``99999999999999999999999999999999999999.5`` as a
+#: DECIMAL(39, 1) and fails; DuckDB would read a 40-digit integer as a DECIMAL too)
+MAX_LITERAL_DIGITS = 15
+
+
 def _fractional_literals_as_double(expr: exp.Expression) -> None:
     for lit in list(expr.find_all(exp.Literal)):
-        if not lit.is_string and not lit.is_int and not _in_round_places(lit):
-            lit.replace(exp.cast(lit.copy(), "DOUBLE"))
+        if lit.is_string or _in_round_places(lit):
+            continue
+        if lit.is_int and abs(int(lit.this)) < 2**63:
+            continue  # an int64 literal stays exact
+        whole, _, fraction = lit.this.lower().split("e")[0].partition(".")
+        digits = len(whole.lstrip("0")) + len(fraction)  # what a DECIMAL literal would need
+        text = lit.this if digits <= MAX_LITERAL_DIGITS else f"{float(lit.this):.17e}"
+        lit.replace(exp.cast(exp.Literal.number(text), "DOUBLE"))
 
 
 def _clamp_temporal_columns(expr: exp.Expression, lookup: ColumnLookup) -> exp.Expression:

@@ -79,7 +79,10 @@ CASES = [
          "ts=BC", r"^spark: ValueError.*year N is out of range", fixed=True),
     Case("spark-between-is-false-parse", "spark",
          "SELECT CASE WHEN (NOT d BETWEEN '9999-12-31' AND DATE '2024-02-29' IS FALSE) THEN 1 ELSE 0 END AS k0, "
-         "COUNT(*) FROM adv GROUP BY k0", "", r"^spark: ParseException"),
+         "COUNT(*) FROM adv GROUP BY k0", "", r"^spark: ParseException", fixed=True),
+    Case("spark-decimal-literal-precision", "spark",
+         "SELECT SUM(CASE 99999999999999999999999999999999999999.5 WHEN 1 THEN a.n END) FROM adv AS a "
+         "JOIN pub AS q ON a.s = q.grp", "", r"^spark: ArithmeticException.*DECIMAL_PRECISION", fixed=True),
 ]
 OPEN = [c for c in CASES if not c.fixed]
 
