@@ -60,6 +60,7 @@ from privsql.postprocess import (
 from privsql.result_cache import cache_key, decode_result, encode_result
 from privsql.results import OutputColumn, PrivacyReport, QueryResult
 from privsql.sql.domains import expression_domain
+from privsql.sql.fold import CLOCK_WORDS, fold_datetime
 from privsql.sql.joins import JoinSource, flatten_joins
 from privsql.sql.normalize import canonical_aggregates
 from privsql.sql.parse import bind_parameters, parse_statement
@@ -187,7 +188,10 @@ class Engine:
                 analyst: AnalystConfig | None = None) -> PreparedQuery:
         """Parse, check and plan a query (with the analyst's mechanism). Touches neither data nor budget.
 
-        Plans are cached by (SQL text, parameters, ε, δ, mechanism): a plan depends on nothing else."""
+        Plans are cached by (SQL text, parameters, ε, δ, mechanism): a plan depends on nothing else,
+        except the plans of statements that may read the clock (CURRENT_DATE, NOW()), never cached."""
+        if CLOCK_WORDS.search(sql):  # the plan holds the date or time it was made at: never cached
+            return self._prepare(sql, params=params, epsilon=epsilon, delta=delta, analyst=analyst)
         try:
             key = (sql, _params_key(params), epsilon, delta, mechanism_for(analyst))
             hash(key)
@@ -235,7 +239,7 @@ class Engine:
 
     def _plan(self, sql: str, *, params: Sequence[Any] | Mapping[str, Any] | None,
               epsilon: float | None, delta: float | None, analyst: AnalystConfig | None) -> PreparedQuery:
-        tree = canonical_aggregates(bind_parameters(parse_statement(sql), params))
+        tree = canonical_aggregates(fold_datetime(bind_parameters(parse_statement(sql), params)))
         source: JoinSource | SubquerySource | None = None
         flat = tree
         if isinstance(tree, exp.Select):

@@ -69,6 +69,12 @@ class InvalidParameter(PrivsqlError):
     sqlstate = "22023"
 
 
+class InvalidDatetimeFormat(PrivsqlError):
+    """A date/time literal or format (TO_DATE, TO_TIMESTAMP) that cannot be read."""
+
+    sqlstate = "22007"
+
+
 class BudgetExhausted(PrivsqlError):
     """The analyst's remaining privacy budget cannot pay for the query."""
 
