@@ -28,11 +28,25 @@ from decimal import Decimal
 from sqlglot import exp
 
 from privsql.sql.plan import DPPlan, Measure
-from privsql.sql.prepare import SqlTarget, clamp, parenthesize, prepare_row_expr
+from privsql.sql.prepare import SqlTarget, clamp, clamp_between, parenthesize, prepare_row_expr
 from privsql.sql.prepare import number_literal as _num
 
 #: measure kinds whose argument is added up (or binned) as a number
 SUMMED_KINDS = ("sum", "csum", "csq", "pair", "hist")
+
+
+#: pyspark cannot return a timestamp of 0001-01-01 to Python (its conversion passes through year 0):
+#: timestamp keys fetched from Spark are kept a day inside the range (grouping is by the kept value,
+#: so two keys merged here are merged before the per-person bound)
+SPARK_TIMESTAMP_KEY_RANGE = ("0001-01-02 00:00:00", "9999-12-30 23:59:59.999999")
+
+
+def _fetchable_key(key: exp.Expression, kind: str, target: SqlTarget) -> exp.Expression:
+    """A key expression whose every value the backend's driver can hand to Python."""
+    if kind != "timestamp" or target.dialect != "spark":
+        return key
+    lo, hi = (exp.cast(exp.Literal.string(v), "TIMESTAMP") for v in SPARK_TIMESTAMP_KEY_RANGE)
+    return clamp_between(key, lo, hi)
 
 
 def _literal(value: object) -> exp.Expression:
@@ -208,7 +222,7 @@ def _and(a: exp.Expression | None, b: exp.Expression | None) -> exp.Expression |
 def rewrite(plan: DPPlan, target: SqlTarget, *, table_ref: exp.Expression, salt: int) -> exp.Select:
     """The backend query computing every measure of ``plan`` per group, exactly and bounded."""
     table = plan.table
-    key_exprs = [prepare_row_expr(k.expr, table, target) for k in plan.keys]
+    key_exprs = [_fetchable_key(prepare_row_expr(k.expr, table, target), k.type, target) for k in plan.keys]
     where = prepare_row_expr(plan.where, table, target) if plan.where is not None else None
     # Keys outside a public domain are never released (release() drops them). Filtering them in SQL
     # is only needed when it changes what is computed: before the group bound (so out-of-domain groups
