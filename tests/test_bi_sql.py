@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from privsql.errors import InvalidDatetimeFormat, PrivacyRefused, UndefinedColumn, UnsupportedQuery
+from privsql.errors import InvalidDatetimeFormat, PrivacyRefused, UndefinedColumn, UndefinedTable, UnsupportedQuery
 from privsql.sql.fold import fold_datetime
 from privsql.sql.parse import parse_statement
 
@@ -106,3 +106,37 @@ def test_current_date_filter_is_answered_and_never_cached(shared_engine) -> None
     assert "CURRENT_DATE" not in first.sql.upper() and "NOW" not in first.sql.upper()
     result = run(shared_engine, sql)
     assert result.rows[0][0] > 10 * result.privacy.columns[0].scale  # the sample visits are all in the past
+
+
+# ------------------------------------------------------------------ schema- and database-qualified names
+
+
+@pytest.mark.parametrize("name", ['"privsql"."public"."people"', "privsql.public.people", "public.people",
+                                  '"public"."people"', "PRIVSQL.PUBLIC.PEOPLE"])
+def test_qualified_names_resolve_to_the_configured_table(shared_engine, name: str) -> None:
+    result = run(shared_engine, f"SELECT sex, COUNT(*) AS n FROM {name} GROUP BY sex")
+    assert [row[0] for row in sorted(result.rows)] == ["0", "1"]
+
+
+def test_dbt_three_part_names_in_a_join_and_on_a_public_table(shared_engine) -> None:
+    run(shared_engine, 'SELECT p.sex, COUNT(*) FROM "privsql"."public"."people" p '
+                       'JOIN "privsql"."public"."visits" v ON p.pid = v.pid GROUP BY p.sex')
+    assert run(shared_engine, 'SELECT COUNT(*) FROM "privsql"."public"."depts"').privacy is None
+
+
+def test_the_servers_database_name_is_a_catalog_too(make_engine) -> None:
+    engine = make_engine(server={"database": "analytics"})
+    run(engine, 'SELECT COUNT(*) FROM "analytics"."public"."people"')
+    run(engine, 'SELECT COUNT(*) FROM privsql.public.people')
+
+
+@pytest.mark.parametrize("name, error", [
+    ('"other"."public"."people"', UnsupportedQuery),
+    ('"Privsql"."public"."people"', UnsupportedQuery),
+    ("privsql.secret.people", UndefinedTable),
+    ('privsql."Public".people', UndefinedTable),
+])
+def test_other_databases_and_schemas_are_refused_before_any_charge(engine, name: str, error: type) -> None:
+    with pytest.raises(error):
+        run(engine, f"SELECT COUNT(*) FROM {name}")
+    assert engine.budget("alice").epsilon_spent == 0

@@ -278,7 +278,8 @@ CASES = [
     Case("duckdb_tables", "SELECT COUNT(*) FROM duckdb_tables()", E.PrivacyRefused, ("duckdb_tables",)),
     Case("duckdb_settings", "SELECT COUNT(*) FROM duckdb_settings()", E.PrivacyRefused, ("duckdb_settings",)),
     Case("other_schema", "SELECT COUNT(*) FROM other_schema.people", E.UndefinedTable, ("other_schema.people",)),
-    Case("three_part_name", "SELECT COUNT(*) FROM memory.main.people", E.UndefinedTable, ("memory.main.people",)),
+    Case("three_part_name", "SELECT COUNT(*) FROM memory.main.people", E.UnsupportedQuery,  # as PostgreSQL: 0A000
+         ("cross-database", "memory.main.people")),
     Case("information_schema", "SELECT COUNT(*) FROM information_schema.tables", E.UndefinedTable,
          ("information_schema.tables",)),
     Case("pg_catalog", "SELECT COUNT(*) FROM pg_catalog.pg_class", E.UndefinedTable, ("pg_catalog.pg_class",)),

@@ -129,6 +129,13 @@ def alias_names(tree: exp.Select) -> set[str]:
     return {normalize_name(item.args["alias"]) for item in tree.expressions if isinstance(item, exp.Alias)}
 
 
+def database_names(config: Config) -> set[str]:
+    """Catalog names that mean this database in ``catalog.schema.table``: privsql and server.database."""
+    server = config.raw.get("server") if isinstance(config.raw, dict) else None
+    named = server.get("database") if isinstance(server, dict) else None
+    return {"privsql"} | ({str(named)} if named else set())
+
+
 def configured_table(source: exp.Expression, config: Config,
                      virtual: TableMeta | None = None) -> tuple[TableMeta, str | None]:
     """A FROM/JOIN item → (configured table or ``virtual``, its alias or None).
@@ -139,8 +146,11 @@ def configured_table(source: exp.Expression, config: Config,
         raise UnsupportedQuery("sub-queries in FROM are not supported yet")
     if not isinstance(source, exp.Table) or not isinstance(source.this, exp.Identifier):
         raise PrivacyRefused(f"only configured tables may be read, not {snippet(source)}")
-    schema = source.args.get("db")
-    if source.args.get("catalog") or (schema and normalize_name(schema) not in ("public", "main")):
+    catalog, schema = source.args.get("catalog"), source.args.get("db")
+    if catalog and normalize_name(catalog) not in database_names(config):
+        dotted = ".".join(part.name for part in source.parts)
+        raise UnsupportedQuery(f"cross-database references are not implemented: \"{dotted}\"")
+    if schema and normalize_name(schema) not in ("public", "main"):
         raise UndefinedTable(f"relation \"{source.sql()}\" does not exist")
     for key in ("sample", "joins", "laterals", "pivots", "version", "when", "changes"):
         if source.args.get(key):
