@@ -268,10 +268,8 @@ class Engine:
         in NUMERIC (and compares text in its collation), so the domain is evaluated there, over
         literal inputs."""
         target = self.backend.target
-        if target.safe_numeric.upper() == "DOUBLE":
-            return expression_domain(expr, table, target, where=where)
-        return expression_domain(expr, table, target, run=lambda sql: self.backend.run(sql, timeout=10.0),
-                                 where=where)
+        run = None if target.safe_numeric.upper() == "DOUBLE" else (lambda sql: self.backend.run(sql, timeout=10.0))
+        return expression_domain(expr, table, target, run=run, where=where)
 
     def backend_sql(self, prepared: PreparedQuery, salt: int = 0) -> str:
         """The bounded per-person query for the backend (``salt`` orders each person's groups).
@@ -338,9 +336,7 @@ class Engine:
             except PrivsqlError:
                 pass  # the charge is committed; only the ledger outcome is missing
             if isinstance(exc, Exception) and not isinstance(exc, PrivsqlError):  # a bug: say no more than that
-                log.error("internal failure after the reservation for analyst %s: %r; sql: %s", who.name, exc,
-                          backend_sql)
-                raise BackendError(BACKEND_FAILURE) from None
+                raise _generic_failure(who.name, exc, backend_sql) from None
             raise
         accuracy = column_accuracy(columns, ci_index, cis, prepared.checked, plan)
         provisional = QueryResult(columns=columns, rows=rows, cell_ci=cis, privacy=PrivacyReport(
@@ -367,10 +363,7 @@ class Engine:
         except QueryCanceled:
             raise
         except Exception as exc:
-            cause = exc.__cause__ or exc.__context__ or exc
-            log.error("backend failure for analyst %s: %s: %s (%s: %s); sql: %s", analyst, type(exc).__name__, exc,
-                      type(cause).__name__, cause, backend_sql)
-            raise BackendError(BACKEND_FAILURE) from None
+            raise _generic_failure(analyst, exc, backend_sql) from None
 
     def _public(self, prepared: PreparedQuery) -> QueryResult:
         """A query over a public table: no personal data, so exact and free."""
@@ -483,6 +476,15 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _generic_failure(analyst: str, exc: BaseException, backend_sql: str) -> BackendError:
+    """Log a failure after the reservation for the operator (class, text, cause, SQL) and return the
+    one fixed error the analyst sees instead."""
+    cause = exc.__cause__ or exc.__context__ or exc
+    log.error("failure after the reservation for analyst %s: %s: %s (%s: %s); sql: %s", analyst, type(exc).__name__,
+              exc, type(cause).__name__, cause, backend_sql)
+    return BackendError(BACKEND_FAILURE)
 
 
 def _params_key(params: Sequence[Any] | Mapping[str, Any] | None) -> Any:
